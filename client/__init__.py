@@ -1,0 +1,30 @@
+"""raftmq.client: the wire format shared with the broker, and an asyncio HTTP client."""
+
+from raftmq.client.errors import (
+    ConflictError,
+    IndefiniteError,
+    InvalidRequestError,
+    NotFoundError,
+    RaftMQError,
+    ServerError,
+    TooLargeError,
+    UnavailableError,
+)
+from raftmq.client.http import RaftMQ
+from raftmq.client.wire import Message, OutgoingMessage, PublishReceipt, SettleReceipt
+
+__all__ = [
+    "ConflictError",
+    "IndefiniteError",
+    "InvalidRequestError",
+    "Message",
+    "NotFoundError",
+    "OutgoingMessage",
+    "PublishReceipt",
+    "RaftMQ",
+    "RaftMQError",
+    "ServerError",
+    "SettleReceipt",
+    "TooLargeError",
+    "UnavailableError",
+]
