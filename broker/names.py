@@ -6,6 +6,7 @@ path-safe alphabet. Routing keys are free text (topic keys are dotted words) but
 
 from __future__ import annotations
 
+import functools
 import re
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "MAX_NAME_LEN",
     "MAX_ROUTING_KEY_LEN",
     "RESERVED_PREFIX",
+    "is_utf8_text",
     "validate_declare_name",
     "validate_name",
     "validate_routing_key",
@@ -26,6 +28,8 @@ RESERVED_PREFIX = "amq."
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+")
 
 
+# Cached: the same few names come with every command, and the regex dominates the check.
+@functools.lru_cache(maxsize=4096)
 def validate_name(kind: str, name: str) -> str | None:
     """Return why `name` is not a valid `kind` name, or None when it is.
 
@@ -59,4 +63,15 @@ def validate_routing_key(what: str, key: str) -> str | None:
     """Routing and binding keys: any text up to MAX_ROUTING_KEY_LEN characters."""
     if len(key) > MAX_ROUTING_KEY_LEN:
         return f"{what} is longer than {MAX_ROUTING_KEY_LEN} characters"
-    return None
+    return None if is_utf8_text(key) else f"{what} is not valid Unicode text"
+
+
+def is_utf8_text(text: str) -> bool:
+    """False for strings msgpack cannot encode (lone surrogates, e.g. from JSON "\\ud800")."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

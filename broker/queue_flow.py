@@ -11,15 +11,13 @@ from typing import Any
 
 from raftmq.broker.commands import Claim
 from raftmq.broker.queue_core import REASON_REJECTED, BrokerCore
-from raftmq.broker.queue_message import LEASED, QueuedMessage, StoredBody
+from raftmq.broker.queue_message import QueuedMessage, StoredBody
 from raftmq.broker.queue_state import QueueState
 from raftmq.broker.queue_timers import LEASE
 from raftmq.broker.results import (
     EXCHANGE_NOT_FOUND,
-    LEASE_EXPIRED,
     QUEUE_NOT_FOUND,
     RESOURCE_EXHAUSTED,
-    UNKNOWN_MESSAGE,
     ClaimResult,
     Delivery,
     ErrorResult,
@@ -29,8 +27,8 @@ from raftmq.broker.results import (
 
 __all__ = ["ack", "claim", "extend_lease", "nack", "publish"]
 
-new_delivery = object.__new__
-set_attribute = object.__setattr__
+_new_object = object.__new__
+_set_attribute = object.__setattr__
 
 
 def publish(
@@ -117,10 +115,10 @@ def claim(core: BrokerCore, cmd: Claim) -> ClaimResult | ErrorResult:
         push_timer(lease_expires, stored.message_id, name, LEASE, msg.lease_id)
         if msg.delivery_count > 1:
             redelivered += 1
-        delivery = new_delivery(Delivery)
+        delivery = _new_object(Delivery)
         # Delivery is a frozen dataclass; filling its __dict__ at once is several times cheaper
         # than its __init__, and this runs once per delivered message on every replica.
-        set_attribute(delivery, "__dict__", {
+        _set_attribute(delivery, "__dict__", {
             "message_id": stored.message_id,
             "lease_id": msg.lease_id,
             "body": stored.body,

@@ -15,13 +15,14 @@ from typing import Any
 import lz4.frame
 import msgpack
 
+from raftmq.broker import producers
 from raftmq.broker.commands import QueueArgs
 from raftmq.broker.names import validate_declare_name, validate_name, validate_routing_key
 from raftmq.broker.producers import ProducerRecord, ProducerTable
 from raftmq.broker.queue_core import BrokerCore
 from raftmq.broker.queue_message import LEASED, READY, QueuedMessage, StoredBody
 from raftmq.broker.queue_state import COUNTER_NAMES, QueueCounters, QueueState
-from raftmq.broker.queue_validation import validate_queue_args
+from raftmq.broker.queue_validation import MAX_COUNT, validate_queue_args
 from raftmq.broker.results import PublishResult
 from raftmq.broker.routing import EXCHANGE_TYPES, Exchange
 
@@ -89,8 +90,9 @@ def _check(ok: bool, what: str) -> None:
 
 
 def _uint(value: object, what: str) -> int:
-    if type(value) is not int or value < 0:
-        raise SnapshotError(f"corrupt snapshot: {what} is not a non-negative integer")
+    # Bounded so that no later sum (a time plus a duration) can outgrow msgpack's integers.
+    if type(value) is not int or not 0 <= value <= MAX_COUNT:
+        raise SnapshotError(f"corrupt snapshot: {what} is not an integer in 0..{MAX_COUNT}")
     return value
 
 
@@ -122,6 +124,15 @@ def _valid(error: str | None) -> None:
 
 
 def decode_snapshot(data: bytes) -> BrokerCore:
+    try:
+        return _decode(data)
+    except SnapshotError:
+        raise
+    except Exception as error:  # an unforeseen shape of corruption must still be a SnapshotError
+        raise SnapshotError(f"corrupt snapshot: {type(error).__name__}: {error}") from None
+
+
+def _decode(data: bytes) -> BrokerCore:
     if not isinstance(data, bytes | bytearray | memoryview) or bytes(data[:4]) != _MAGIC:
         raise SnapshotError("not a raftmq broker snapshot")
     try:
@@ -233,6 +244,7 @@ def _decode_exchange(core: BrokerCore, raw: object) -> None:
 def _decode_producers(value: object) -> ProducerTable:
     table = ProducerTable()
     previous_seen = 0
+    window = producers.PRODUCER_WINDOW
     for raw in _list(value, "producers"):
         pid, max_sequence, last_seen, results = _list(raw, "producer", 4)
         _valid(validate_name("producer", _str(pid, "producer id")))
@@ -240,9 +252,12 @@ def _decode_producers(value: object) -> ProducerTable:
         record = ProducerRecord(_uint(max_sequence, "max sequence"), _uint(last_seen, "last seen"))
         _check(last_seen >= previous_seen, "producers out of order")
         previous_seen = last_seen
+        previous_seq = max_sequence - window
         for item in _list(results, "producer results"):
             seq, accepted, unroutable, rejected, first_id = _list(item, "producer result", 5)
-            _check(_uint(seq, "sequence") <= max_sequence, "sequence beyond max")
+            # The table relies on results being in sequence order, within the window.
+            _check(previous_seq < _uint(seq, "sequence") <= max_sequence, "sequence out of order")
+            previous_seq = seq
             record.results[seq] = PublishResult(
                 _uint(accepted, "accepted"),
                 tuple(_uint(i, "index") for i in _list(unroutable, "unroutable")),

@@ -8,6 +8,7 @@ seen in a command, and every container is an insertion-ordered dict or a list.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from raftmq.broker import queue_flow
@@ -118,6 +119,8 @@ class BrokerState:
             cmd = decode_items(items)
         except CommandDecodeError as error:
             return ErrorResult(DECODE_ERROR, str(error))
+        except Exception as error:  # never raise into the replication layer
+            return ErrorResult(INTERNAL_ERROR, f"{type(error).__name__}: {error}")
         return self.apply_command(cmd)
 
     def apply_command(self, cmd: Command) -> Result:
@@ -143,20 +146,19 @@ class BrokerState:
         leases = read_lease_pairs(fields[1])
         core = self._core
         action: Callable[[], Result]
-        extra: Callable[[], str | None]
+        extra_problem: str | None = None
         if kind == KIND_ACK:
-            extra = lambda: None  # noqa: E731
-            action = lambda: queue_flow.ack(core, queue, leases)  # noqa: E731
+            action = partial(queue_flow.ack, core, queue, leases)
         elif kind == KIND_NACK:
             requeue, delay_ms = read_bool(fields[2], "requeue"), read_uint(fields[3], "delay_ms")
-            extra = lambda: nack_problem(requeue, delay_ms)  # noqa: E731
-            action = lambda: queue_flow.nack(core, queue, leases, requeue, delay_ms)  # noqa: E731
+            extra_problem = nack_problem(requeue, delay_ms)
+            action = partial(queue_flow.nack, core, queue, leases, requeue, delay_ms)
         else:
             lease_ms = read_uint(fields[2], "lease_ms")
-            extra = lambda: extend_problem(lease_ms)  # noqa: E731
-            action = lambda: queue_flow.extend_lease(core, queue, leases, lease_ms)  # noqa: E731
+            extra_problem = extend_problem(lease_ms)
+            action = partial(queue_flow.extend_lease, core, queue, leases, lease_ms)
         return self._execute(
-            now_ms, lambda: settle_problem(now_ms, queue, leases) or extra(), action
+            now_ms, lambda: settle_problem(now_ms, queue, leases) or extra_problem, action
         )
 
     def _execute(

@@ -215,6 +215,8 @@ class DurableJournal:
         if self._fd < 0:
             return
         self.flush()
+        # A clean close leaves no preallocated tail; a crash may, and _load skips it.
+        os.ftruncate(self._fd, self._end_offset)
         os.close(self._fd)
         self._fd = -1
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import sys
 import threading
 import time
@@ -231,6 +232,7 @@ def _unused_serializer(*_args: object) -> None:
 
 
 ApplyEntryFn = Callable[[bytes, int], object]
+_LEADER_LOST_ELECTION_DELAY_S = 0.05
 
 
 class _DurableTransport(TCPTransport):  # type: ignore[misc]
@@ -265,6 +267,16 @@ class _RaftCore(SyncObj):  # type: ignore[misc]
     def apply_entry(self, entry: bytes) -> object:
         # pysyncobj increments lastApplied after this returns.
         return self._raftmq_apply_entry(entry, self.raftLastApplied + 1)
+
+    def _SyncObj__onNodeDisconnected(self, node: Any) -> None:
+        """The leader's connection dropped (a crash closes it at once): start an election soon
+        instead of waiting out the full election timeout. Safety does not depend on this; a
+        network blip only costs an early election."""
+        SyncObj._SyncObj__onNodeDisconnected(self, node)
+        if node == self._SyncObj__raftLeader and self._SyncObj__raftState == 0:
+            soon = time.monotonic() + _LEADER_LOST_ELECTION_DELAY_S * (1.0 + 2.0 * random.random())
+            current = float(getattr(self, "_SyncObj__raftElectionDeadline"))  # noqa: B009
+            self._SyncObj__raftElectionDeadline = min(current, soon)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
         """Keep a follower's next index from moving backwards on a late acknowledgement.

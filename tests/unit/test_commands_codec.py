@@ -33,6 +33,7 @@ from raftmq.broker.commands import (
     decode_command,
     encode_command,
 )
+from raftmq.broker.queue_validation import validate_command
 from raftmq.broker.results import ClaimResult, ErrorResult
 from raftmq.broker.state import BrokerState
 
@@ -145,12 +146,20 @@ def test_decode_rejects_non_bytes() -> None:
 @settings(max_examples=300)
 @given(st.binary(max_size=200))
 def test_fuzz_random_bytes(data: bytes) -> None:
+    check_decode_and_apply(BrokerState(), data)
+
+
+def check_decode_and_apply(state: BrokerState, data: bytes) -> None:
+    """decode_command raises nothing but CommandDecodeError; apply never raises and reports a
+    decode error exactly when decoding fails."""
     try:
         decode_command(data)
+        decodable = True
     except CommandDecodeError:
-        pass
-    result = BrokerState().apply(data)
-    assert isinstance(result, object)  # reaching here means apply did not raise
+        decodable = False
+    result = state.apply(data)
+    is_decode_error = isinstance(result, ErrorResult) and result.code == "decode_error"
+    assert is_decode_error is not decodable
 
 
 msgpack_values = st.recursive(
@@ -167,14 +176,9 @@ msgpack_values = st.recursive(
        fields=st.lists(msgpack_values, max_size=6))
 def test_fuzz_structured_garbage(kind: int, now: object, fields: list[object]) -> None:
     """Arrays that look like commands (right version, plausible kind) but with random fields."""
-    data = pack(1, kind, now, *fields)
-    try:
-        decode_command(data)
-    except CommandDecodeError:
-        pass
     state = BrokerState()
     state.apply(pack(1, 3, 0, "q", [None, None, "reject-publish", None, None, None, None]))
-    state.apply(data)  # must not raise, whatever it returns
+    check_decode_and_apply(state, pack(1, kind, now, *fields))
 
 
 @settings(max_examples=300)
@@ -182,11 +186,41 @@ def test_fuzz_structured_garbage(kind: int, now: object, fields: list[object]) -
 def test_fuzz_corrupted_encodings(cmd: Command, position: int, value: int) -> None:
     data = bytearray(encode_command(cmd))
     data[position % len(data)] = value
-    try:
-        decode_command(bytes(data))
-    except CommandDecodeError:
-        pass
-    BrokerState().apply(bytes(data))
+    check_decode_and_apply(BrokerState(), bytes(data))
+
+
+any_text = st.text(max_size=6)  # includes lone surrogates
+any_int = st.integers(min_value=-(2**70), max_value=2**70)
+loose_messages = st.builds(
+    OutMessage,
+    any_text,
+    st.binary(max_size=4),
+    st.dictionaries(any_text, st.one_of(any_text, any_int, st.none()), max_size=2),
+    st.none() | any_int,
+    st.none() | any_int,
+)
+loose_commands: st.SearchStrategy[Command] = st.one_of(
+    st.builds(Publish, any_int, st.sampled_from(["", "x"]),
+              st.lists(loose_messages, max_size=3).map(tuple), st.none() | st.just("p"),
+              st.none() | any_int, any_int),
+    st.builds(Bind, any_int, st.just("x"), st.just("q"), any_text),
+    st.builds(DeclareQueue, any_int, st.just("q"),
+              st.builds(QueueArgs, st.none() | any_int, st.none() | any_int,
+                        st.sampled_from(["reject-publish", "x"]), st.none() | any_int,
+                        st.none() | any_int, st.none() | st.just("dlx"), st.none() | any_text)),
+    st.builds(Claim, any_int, st.just("q"), st.just("c"), any_int, any_int),
+    st.builds(Nack, any_int, st.just("q"),
+              st.lists(st.builds(LeaseRef, any_int, any_int), max_size=2).map(tuple),
+              st.booleans(), any_int),
+)
+
+
+@settings(max_examples=300)
+@given(loose_commands)
+def test_every_valid_command_can_be_encoded(cmd: Command) -> None:
+    """What the API layer relies on: validate_command first, then encode cannot fail."""
+    if validate_command(cmd) is None:
+        assert decode_command(encode_command(cmd)) == cmd
 
 
 # ---------------------------------------------------------------- hot path == typed path

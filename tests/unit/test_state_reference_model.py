@@ -58,7 +58,8 @@ class Producer:
 
 
 class Model:
-    def __init__(self) -> None:
+    def __init__(self, window: int = WINDOW) -> None:
+        self.window = window  # producer dedupe window (the test shrinks the real one too)
         self.now = 0
         self.next_mid = 1
         self.next_lease = 1
@@ -137,7 +138,7 @@ class Model:
     def dead_letter(self, queue: Queue, msg: Msg, reason: str) -> bool:
         dlx = queue.args["dead_letter_exchange"]
         previous = msg.headers.get("x-death-count")
-        count = 1
+        count = (previous if type(previous) is int and previous >= 0 else 0) + 1
         if dlx is None or count > DEATH_CAP:
             return False
         rk = queue.args["dead_letter_routing_key"]
@@ -242,7 +243,7 @@ class Model:
             if seq in record.results:
                 record.last_seen = self.now
                 return (*record.results[seq][:3], True, record.results[seq][4])
-            if seq <= record.max_seq - WINDOW:
+            if seq <= record.max_seq - self.window:
                 return ("error", "sequence_too_old")
         if max_total and self.body_bytes() + sum(len(m[1]) for m in messages) > max_total:
             return ("error", "resource_exhausted")
@@ -267,7 +268,8 @@ class Model:
             record.results[seq] = result
             record.max_seq = max(record.max_seq, seq)
             record.last_seen = self.now
-            record.results = {s: r for s, r in record.results.items() if s > record.max_seq - WINDOW}
+            oldest_kept = record.max_seq - self.window
+            record.results = {s: r for s, r in record.results.items() if s > oldest_kept}
         return result
 
     def claim(self, now: int, name: str, consumer: str, count: int, lease: int) -> tuple[Any, ...]:

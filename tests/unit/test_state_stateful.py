@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from raftmq.broker import producers
 from raftmq.broker.commands import (
     Ack,
     Bind,
@@ -45,6 +46,7 @@ from raftmq.broker.state import BrokerState
 from tests.unit.test_state_reference_model import COUNTERS, Model
 
 QUEUES = ["q0", "q1", "q2"]
+WINDOW = 4
 queue_names = st.sampled_from(QUEUES)
 # Limits are off more often than on, or hardly anything would be stored.
 queue_args = st.fixed_dictionaries(
@@ -52,9 +54,9 @@ queue_args = st.fixed_dictionaries(
         "max_length": st.none() | st.none() | st.integers(0, 6),
         "max_length_bytes": st.none() | st.none() | st.integers(0, 16),
         "overflow": st.sampled_from(["reject-publish", "drop-head"]),
-        "message_ttl_ms": st.none() | st.integers(0, 80),
+        "message_ttl_ms": st.none() | st.none() | st.integers(0, 80),
         "delivery_limit": st.none() | st.integers(1, 3),
-        "dead_letter_exchange": st.sampled_from([None, "", "fan"]),
+        "dead_letter_exchange": st.sampled_from([None, "", "", "fan"]),
         "dead_letter_routing_key": st.none() | queue_names,
     }
 )
@@ -93,11 +95,18 @@ def normalise(result: Result) -> tuple[Any, ...]:
 class BrokerComparison(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
+        # A window of 4 instead of 64, so that short runs reach "too old" and eviction from it.
+        self.saved_window = producers.PRODUCER_WINDOW
+        producers.PRODUCER_WINDOW = WINDOW
         self.real = BrokerState()
-        self.model = Model()
+        self.model = Model(window=WINDOW)
         self.now = 0
-        self.sequence = 0  # producer "p"'s latest sequence
+        # Producer "p"'s latest sequence; starting high puts "older" sequences in play at once.
+        self.sequence = 10
         self.leases: list[tuple[str, int, int]] = []  # (queue, message_id, lease_id) seen so far
+
+    def teardown(self) -> None:
+        producers.PRODUCER_WINDOW = self.saved_window
 
     def check(self, result: Result, expected: tuple[Any, ...]) -> None:
         assert normalise(result) == expected
@@ -134,11 +143,12 @@ class BrokerComparison(RuleBasedStateMachine):
         self.check(result, self.model.bind(self.now, name, bound))
 
     @rule(exchange=st.sampled_from(["", "fan"]), batch=messages,
-          producer=st.sampled_from(["none", "next", "retry", "older", "ancient"]),
+          producer=st.sampled_from(["none", "next", "next", "retry", "older", "edge", "ancient"]),
           max_total=st.sampled_from([0, 0, 20]))
     def publish(self, exchange: str, batch: list[Any], producer: str, max_total: int) -> None:
         seq = {"none": None, "next": self.sequence + 1, "retry": self.sequence,
-               "older": max(0, self.sequence - 3), "ancient": max(0, self.sequence - 70)}[producer]
+               "older": max(0, self.sequence - 3), "edge": max(0, self.sequence - WINDOW),
+               "ancient": max(0, self.sequence - 5)}[producer]
         producer_id = None if seq is None else "p"
         out = tuple(OutMessage(rk, body, dict(h), ttl, delay) for rk, body, h, ttl, delay in batch)
         result = self.real.apply_command(
@@ -164,6 +174,15 @@ class BrokerComparison(RuleBasedStateMachine):
         if isinstance(result, ClaimResult):
             self.leases += [(name, d.message_id, d.lease_id) for d in result.deliveries]
             del self.leases[:-30]
+
+    @rule(name=queue_names, count=st.integers(1, 5))
+    def claim_more(self, name: str, count: int) -> None:
+        """Claims drive most of the interesting paths: a second rule makes them frequent."""
+        self.claim(name, count, 20, "c1")
+
+    @rule(step=st.integers(1, 15))
+    def small_tick(self, step: int) -> None:
+        self.tick(step, False)
 
     def pick_leases(self, data: st.DataObject) -> tuple[str, list[tuple[int, int]]]:
         name = data.draw(queue_names)
