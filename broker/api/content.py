@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import web
 
 from raftmq.broker.api.errors import ApiError, bad_request
@@ -17,10 +19,18 @@ from raftmq.client.wire import (
 __all__ = ["read_document", "request_format", "respond"]
 
 
+# Every request and its response look the format up; clients send the same few header values.
+# Bounded, since the header text is the client's.
+@functools.lru_cache(maxsize=64)
+def _format_of(content_type: str) -> WireFormat | None:
+    return format_for_content_type(content_type)
+
+
+@functools.lru_cache(maxsize=64)
 def _accepted_format(accept: str) -> WireFormat | None:
     # q-values are ignored: clients of this API name one of two formats, in preference order.
     for media_range in accept.split(","):
-        wire_format = format_for_content_type(media_range)
+        wire_format = _format_of(media_range)
         if wire_format is not None:
             return wire_format
     return None
@@ -30,7 +40,7 @@ def request_format(request: web.Request) -> WireFormat:
     """The response format: the request's Content-Type, else its Accept header, else JSON."""
     content_type = request.headers.get("Content-Type")
     if content_type:
-        wire_format = format_for_content_type(content_type)
+        wire_format = _format_of(content_type)
         if wire_format is not None:
             return wire_format
     return _accepted_format(request.headers.get("Accept", "")) or WireFormat.JSON
@@ -52,7 +62,7 @@ async def read_document(request: web.Request, max_request_bytes: int) -> object:
     # works; a body with any other declared type is refused, never guessed at.
     if not content_type:
         content_type = WireFormat.JSON.content_type
-    wire_format = format_for_content_type(content_type)
+    wire_format = _format_of(content_type)
     if wire_format is None:
         raise ApiError(
             codes.UNSUPPORTED_MEDIA_TYPE,

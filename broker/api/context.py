@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -15,14 +15,20 @@ from raftmq.broker.api.limits import ApiLimits
 from raftmq.broker.api.longpoll import LongPollHub
 from raftmq.broker.api.metrics import ApiMetrics
 from raftmq.broker.api.rates import RateTracker
-from raftmq.broker.commands import Command, encode_command
-from raftmq.broker.queue_validation import validate_command
-from raftmq.broker.results import ErrorResult
+from raftmq.broker.commands import Command, Tick, encode_command, encode_raw_publish
+from raftmq.broker.names import MAX_ROUTING_KEY_LEN, is_utf8_text
+from raftmq.broker.queue_validation import (
+    message_range_problem,
+    publish_problem,
+    validate_command,
+)
+from raftmq.broker.queue_wire import RawPublish, message_type_problem
+from raftmq.broker.results import ErrorResult, PublishResult
 from raftmq.broker.state import BrokerState
 from raftmq.client import errors as codes
 from raftmq.cluster import ProposalError, RaftNode
 
-__all__ = ["CONTEXT_KEY", "ApiContext", "context_of"]
+__all__ = ["CONTEXT_KEY", "ApiContext", "context_of", "raw_publish_command_problem"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +87,19 @@ class ApiContext:
         except (ValueError, TypeError, OverflowError) as exc:
             # The edge validation should make this impossible; never let it become a 500.
             raise ApiError(codes.INVALID_ARGUMENT, f"cannot encode {label}: {exc}") from None
+        return await self._replicate(label, data, expected)
+
+    async def propose_publish(self, now_ms: int, fields: RawPublish) -> tuple[PublishResult, int]:
+        """`propose` for a Publish in wire form (see `read_publish_fields`): the same checks and
+        the same log bytes, without a record per message."""
+        problem = raw_publish_command_problem(now_ms, fields)
+        if problem is not None:
+            raise ApiError(codes.INVALID_ARGUMENT, problem)
+        return await self._replicate("Publish", encode_raw_publish(now_ms, fields), PublishResult)
+
+    async def _replicate(
+        self, label: str, data: bytes, expected: type[ResultT]
+    ) -> tuple[ResultT, int]:
         started_s = time.perf_counter()
         try:
             applied = await self.node.propose(data, timeout_s=self.limits.propose_timeout_s)
@@ -99,6 +118,52 @@ class ApiContext:
             raise ApiError(codes.INTERNAL_ERROR, f"{label} was not applied cleanly",
                            definite=False)
         return result, applied.index
+
+
+def raw_publish_command_problem(now_ms: int, fields: RawPublish) -> str | None:
+    """`validate_command` of the Publish that `fields` stand for, checked in the same order
+    (types, ranges, names, and what msgpack can encode), so that once it passes,
+    `encode_raw_publish` cannot fail."""
+    exchange, messages, producer_id, sequence, max_total_bytes = fields
+    # A Tick's only check is the one on now_ms that every command gets.
+    problem = validate_command(Tick(now_ms))
+    if problem is not None:
+        return problem
+    if type(messages) is not list:
+        return "messages must be a list"
+    problem = publish_problem(exchange, len(messages), producer_id, sequence, max_total_bytes)
+    if problem is not None:
+        return problem
+    for message in messages:
+        # The common shape passes on a few inline checks; anything else gets all of them.
+        if (
+            type(message) is list and len(message) == 5
+            and type(message[0]) is str and message[0].isascii()
+            and len(message[0]) <= MAX_ROUTING_KEY_LEN
+            and type(message[1]) is bytes and type(message[2]) is dict and not message[2]
+            and message[3] is None and message[4] is None
+        ):
+            continue
+        problem = message_type_problem(message) or message_range_problem(
+            message[0], message[3], message[4]
+        ) or _unencodable(message)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _unencodable(message: list[Any]) -> str | None:
+    """What only a command built in-process can get wrong (decoded ones never do): text that
+    msgpack cannot encode, and integers beyond 64 bits. Types are already checked."""
+    routing_key, headers = message[0], message[2]
+    if not is_utf8_text(routing_key):
+        return "routing key and headers must be valid Unicode text"
+    for key, value in headers.items():
+        if not is_utf8_text(key) or (type(value) is str and not is_utf8_text(value)):
+            return "routing key and headers must be valid Unicode text"
+        if type(value) is int and not -(2**63) <= value < 2**64:
+            return "header integers must fit in 64 bits"
+    return None
 
 
 CONTEXT_KEY = web.AppKey("raftmq_api_context", ApiContext)

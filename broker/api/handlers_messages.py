@@ -18,7 +18,7 @@ from raftmq.broker.api.content import read_document, request_format, respond
 from raftmq.broker.api.context import ApiContext, context_of
 from raftmq.broker.api.errors import ApiError
 from raftmq.broker.api.views import delivery_view
-from raftmq.broker.commands import Ack, Claim, ExtendLease, Nack, Publish
+from raftmq.broker.commands import Ack, Claim, ExtendLease, Nack
 from raftmq.broker.results import ClaimResult, Delivery, PublishResult, SettleResult
 from raftmq.client import errors as codes
 from raftmq.client.wire import PublishReceipt, SettleReceipt
@@ -49,15 +49,9 @@ async def publish_to_queue(request: web.Request) -> web.Response:
 
 
 async def _propose_publish(ctx: ApiContext, parsed: PublishRequest) -> tuple[PublishResult, int]:
-    command = Publish(
-        now_ms=ctx.clock_ms(),
-        exchange=parsed.exchange,
-        messages=parsed.messages,
-        producer_id=parsed.producer_id,
-        sequence=parsed.sequence,
-        max_total_bytes=ctx.limits.max_total_body_bytes,
-    )
-    return await ctx.propose(command, PublishResult)
+    fields = (parsed.exchange, parsed.messages, parsed.producer_id, parsed.sequence,
+              ctx.limits.max_total_body_bytes)
+    return await ctx.propose_publish(ctx.clock_ms(), fields)
 
 
 def _receipt(result: PublishResult, index: int) -> PublishReceipt:

@@ -17,6 +17,7 @@ __all__ = ["ROLES", "ApiMetrics"]
 
 ROLES = ("leader", "follower", "candidate", "starting")
 _PROPOSE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_MAX_CACHED_CHILDREN = 4096
 _QUEUE_GAUGES = ("ready", "leased", "delayed", "bytes", "consumers")
 _QUEUE_COUNTERS = (
     "published", "delivered", "redelivered", "acked", "nacked", "expired", "dead_lettered",
@@ -105,12 +106,28 @@ class ApiMetrics:
             ["command"], buckets=_PROPOSE_BUCKETS_S, registry=self.registry,
         )
         self.registry.register(_StateCollector(node, state))
+        # labels() builds a key and takes a lock on every call: children are looked up once.
+        self._request_counters: dict[tuple[str, str, int], Counter] = {}
+        self._propose_histograms: dict[str, Histogram] = {}
 
     def count_request(self, route: str, method: str, status: int) -> None:
-        self._http_requests.labels(route=route, method=method, status=str(status)).inc()
+        key = (route, method, status)
+        child = self._request_counters.get(key)
+        if child is None:
+            child = self._http_requests.labels(route=route, method=method, status=str(status))
+            # Every label is already bounded (route templates, known methods, statuses); the
+            # cap only keeps this shortcut from ever being the thing that grows.
+            if len(self._request_counters) < _MAX_CACHED_CHILDREN:
+                self._request_counters[key] = child
+        child.inc()
 
     def observe_propose(self, command: str, seconds: float) -> None:
-        self._propose_seconds.labels(command=command).observe(seconds)
+        child = self._propose_histograms.get(command)
+        if child is None:
+            child = self._propose_seconds.labels(command=command)
+            if len(self._propose_histograms) < _MAX_CACHED_CHILDREN:
+                self._propose_histograms[command] = child
+        child.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
