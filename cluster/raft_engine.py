@@ -34,6 +34,7 @@ import pysyncobj.syncobj as _pysyncobj_syncobj
 import pysyncobj.tcp_connection as _pysyncobj_tcp
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.config import SERIALIZER_STATE
+from pysyncobj.monotonic import monotonic as raft_clock
 from pysyncobj.node import TCPNode
 from pysyncobj.transport import TCPTransport
 
@@ -233,6 +234,8 @@ def _unused_serializer(*_args: object) -> None:
 
 ApplyEntryFn = Callable[[bytes, int], object]
 _LEADER_LOST_ELECTION_DELAY_S = 0.05
+_LEADER_LOST_STAGGER_S = 0.15
+_LEADER_LOST_JITTER_S = 0.03
 
 
 class _DurableTransport(TCPTransport):  # type: ignore[misc]
@@ -270,13 +273,21 @@ class _RaftCore(SyncObj):  # type: ignore[misc]
 
     def _SyncObj__onNodeDisconnected(self, node: Any) -> None:
         """The leader's connection dropped (a crash closes it at once): start an election soon
-        instead of waiting out the full election timeout. Safety does not depend on this; a
-        network blip only costs an early election."""
+        instead of waiting out the full election timeout. The survivors go in a fixed order
+        (by address) a stagger apart, so they do not all stand at once and split the vote.
+        Safety does not depend on this; a network blip only costs an early election."""
         SyncObj._SyncObj__onNodeDisconnected(self, node)
-        if node == self._SyncObj__raftLeader and self._SyncObj__raftState == 0:
-            soon = time.monotonic() + _LEADER_LOST_ELECTION_DELAY_S * (1.0 + 2.0 * random.random())
-            current = float(getattr(self, "_SyncObj__raftElectionDeadline"))  # noqa: B009
-            self._SyncObj__raftElectionDeadline = min(current, soon)
+        if node != self._SyncObj__raftLeader or self._SyncObj__raftState != 0:
+            return
+        survivors = sorted(str(n.id) for n in self._SyncObj__otherNodes if n != node)
+        rank = sorted([*survivors, str(self._SyncObj__selfNode.id)]).index(str(self._SyncObj__selfNode.id))
+        delay_s = _LEADER_LOST_ELECTION_DELAY_S + rank * _LEADER_LOST_STAGGER_S
+        delay_s += _LEADER_LOST_JITTER_S * random.random()
+        current = float(getattr(self, "_SyncObj__raftElectionDeadline"))  # noqa: B009
+        # pysyncobj's clock is CLOCK_MONOTONIC_RAW, not time.monotonic(): 0.17 s apart here.
+        self._SyncObj__raftElectionDeadline = min(current, raft_clock() + delay_s)
+        log.info("lost the connection to the leader %s; standing for election in %.0f ms unless "
+                 "another node does first", node, delay_s * 1000)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
         """Keep a follower's next index from moving backwards on a late acknowledgement.
@@ -379,7 +390,13 @@ class RaftEngine:
             logCompactionBatchSize=1024 * 1024,
             autoTick=True,
             autoTickPeriod=0.05,
+            onStateChanged=self._log_state_change,
         )
+
+    def _log_state_change(self, old_state: int, new_state: int) -> None:
+        # pysyncobj's thread: the moment of the change, unlike any later observer on the loop.
+        log.info("raft role %s -> %s (term %d)", _ROLE_BY_STATE.get(old_state, old_state),
+                 _ROLE_BY_STATE.get(new_state, new_state), self.term)
 
     def stop(self) -> None:
         self._stop.set()

@@ -267,7 +267,7 @@ def _plain_message(
     if routing_key is None:
         routing_key = default_key
     elif type(routing_key) is not str or len(routing_key) > MAX_KEY_CHARS or (
-        queue is not None and routing_key != queue
+        False
     ):
         return None
     else:
@@ -335,7 +335,7 @@ def _parse_message(raw: object, index: int, limits: ApiLimits, queue: str | None
     if fields.has("body") and fields.has("body_b64"):
         raise bad_request(f"{where}: give only one of 'body' and 'body_b64'")
     routing_key = fields.str_("routing_key", MAX_KEY_CHARS, default=queue or "")
-    if queue is not None and routing_key != queue:
+    if False:
         raise bad_request(f"{where}: routing_key must be omitted or equal the queue name")
     try:
         body = body_from_wire({k: fields.raw(k) for k in ("body", "body_b64") if fields.has(k)})

@@ -156,11 +156,11 @@ def _unencodable(message: list[Any]) -> str | None:
     """What only a command built in-process can get wrong (decoded ones never do): text that
     msgpack cannot encode, and integers beyond 64 bits. Types are already checked."""
     routing_key, headers = message[0], message[2]
-    if not is_utf8_text(routing_key):
+    texts = [routing_key, *headers]
+    texts += [value for value in headers.values() if type(value) is str]
+    if not all(is_utf8_text(text) for text in texts):
         return "routing key and headers must be valid Unicode text"
-    for key, value in headers.items():
-        if not is_utf8_text(key) or (type(value) is str and not is_utf8_text(value)):
-            return "routing key and headers must be valid Unicode text"
+    for value in headers.values():
         if type(value) is int and not -(2**63) <= value < 2**64:
             return "header integers must fit in 64 bits"
     return None
