@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -175,7 +176,7 @@ async def failover_stall(cluster: BenchCluster, session: aiohttp.ClientSession) 
     # The stall is the longest gap between consecutive confirms that ends after the kill (the
     # first gap may start before it: requests committed just before the kill still answer).
     confirms.sort()
-    gaps = [b - a for a, b in zip(confirms, confirms[1:], strict=False) if b > killed_at]
+    gaps = [b - a for a, b in itertools.pairwise(confirms) if b > killed_at]
     stall = max(gaps) if gaps else float("inf")
     cluster.start_node(leader)
     del new_leader

@@ -54,9 +54,9 @@ def main() -> None:
         commands = [(APP, command)]
         raw = encode_entry(commands, compress_min_bytes=1 << 30)
         packed = encode_entry(commands, compress_min_bytes=2048)
-        codec_us = _time_us(lambda: decode_entry(encode_entry(commands, compress_min_bytes=2048),
-                                                 max_entry_bytes=1 << 24))
-        zlib_us = _time_us(lambda: zlib.compress(raw, 3))
+        codec_us = _time_us(lambda c=commands: decode_entry(
+            encode_entry(c, compress_min_bytes=2048), max_entry_bytes=1 << 24))
+        zlib_us = _time_us(lambda r=raw: zlib.compress(r, 3))
         print(f"{kind:10} {len(raw):>10,} {len(packed):>10,} {len(raw) / len(packed):>6.2f} "
               f"{codec_us:>10.0f}us {len(zlib.compress(raw, 3)):>14,} {zlib_us:>10.0f}us")
 
