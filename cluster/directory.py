@@ -39,7 +39,7 @@ class NodeDirectory:
             return False
         if node_id not in self.nodes and len(self.nodes) >= _MAX_NODES:
             return False
-        self.nodes[node_id] = {"address": address, **metadata}
+        self.nodes[node_id] = {**metadata, "address": address}
         return True
 
     def snapshot(self) -> dict[str, dict[str, str]]:

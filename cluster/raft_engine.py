@@ -18,14 +18,11 @@ docs/architecture.md:
 from __future__ import annotations
 
 import logging
-import os
 import random
-import sys
 import threading
 import time
 import zlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pysyncobj
@@ -41,7 +38,8 @@ from pysyncobj.transport import TCPTransport
 from .config import RaftConfig
 from .group_commit import EntryOutcome
 from .journal import DurableJournal
-from .snapshot_file import SnapshotMeta, read_snapshot_file, write_snapshot_file
+from .snapshot_file import SnapshotMeta
+from .snapshotter import ForkingSnapshotter, SerializerStates
 
 __all__ = ["RaftEngine", "Role"]
 
@@ -71,6 +69,10 @@ class Role:
 
 
 _ROLE_BY_STATE = {0: Role.FOLLOWER, 1: Role.CANDIDATE, 2: Role.LEADER}
+
+_SERIALIZER_STATES = SerializerStates(
+    SERIALIZER_STATE.NOT_SERIALIZING, SERIALIZER_STATE.SERIALIZING,
+    SERIALIZER_STATE.SUCCESS, SERIALIZER_STATE.FAILED)
 
 # -- process-wide patches ----------------------------------------------------------------------
 setattr(_pysyncobj_pickle, "__protocol", 5)
@@ -105,10 +107,10 @@ def _create_journal(journal_file: str | None) -> DurableJournal:
     return journal
 
 
-def _create_serializer(file_name: str, *_args: object) -> _ForkingSnapshotter:
+def _create_serializer(file_name: str, *_args: object) -> ForkingSnapshotter:
     with _prepared_lock:
         snapshotter = _prepared.pop(f"snapshot:{file_name}", None)
-    if not isinstance(snapshotter, _ForkingSnapshotter):
+    if not isinstance(snapshotter, ForkingSnapshotter):
         raise RuntimeError("pysyncobj serializer requested without a prepared snapshotter")
     return snapshotter
 
@@ -117,119 +119,8 @@ _pysyncobj_syncobj.createJournal = _create_journal
 _pysyncobj_syncobj.Serializer = _create_serializer
 
 
-class _ForkingSnapshotter:
-    """pysyncobj's Serializer interface over our snapshot file.
-
-    `serialize` forks: the child sees the state exactly as of the snapshot index (copy-on-write)
-    and writes it while the parent keeps replicating; pysyncobj compacts the journal only after
-    the child exits successfully.
-    """
-
-    def __init__(self, path: Path, chunk_bytes: int,
-                 capture: Callable[[], tuple[bytes, dict[str, dict[str, str]]]],
-                 restore: Callable[[SnapshotMeta, bytes], None]) -> None:
-        self._path = path
-        self._incoming = path.with_name(path.name + ".incoming")
-        self._chunk_bytes = chunk_bytes
-        self._capture = capture
-        self._restore = restore
-        self._pid = 0
-        self._serializing_id: int | None = None
-        self._transmissions: dict[Any, Any] = {}
-        self._incoming_file: Any = None
-        self.snapshots_written = 0
-
-    def checkSerializing(self) -> tuple[int, int | None]:
-        if self._pid == 0:
-            return SERIALIZER_STATE.NOT_SERIALIZING, None
-        pid, status = os.waitpid(self._pid, os.WNOHANG)
-        if pid == 0:
-            return SERIALIZER_STATE.SERIALIZING, self._serializing_id
-        self._pid = 0
-        if os.waitstatus_to_exitcode(status) == 0:
-            self.snapshots_written += 1
-            return SERIALIZER_STATE.SUCCESS, self._serializing_id
-        log.error("snapshot child failed with status %s", status)
-        return SERIALIZER_STATE.FAILED, self._serializing_id
-
-    def serialize(self, data: tuple[Any, ...], entry_id: int) -> None:
-        if self._pid != 0:
-            return
-        _, last_entry, previous_entry, cluster = data
-        membership = tuple(sorted(str(node.id) for node in cluster))
-        self._serializing_id = entry_id
-        pid = os.fork()
-        if pid != 0:
-            self._pid = pid
-            return
-        self._child_write(tuple(last_entry), tuple(previous_entry), membership)
-
-    def _child_write(self, last_entry: Any, previous_entry: Any, membership: tuple[str, ...]) -> None:
-        exit_code = 1
-        try:
-            blob, directory = self._capture()
-            meta = SnapshotMeta(last_entry, previous_entry, membership, directory)
-            write_snapshot_file(self._path, meta, blob)
-            exit_code = 0
-        except BaseException as error:
-            os.write(2, f"raftmq snapshot child failed: {error!r}\n".encode())
-        finally:
-            os._exit(exit_code)
-
-    def deserialize(self) -> tuple[None, Any, Any, list[Any]]:
-        meta, blob = read_snapshot_file(self._path)
-        self._restore(meta, blob)
-        return None, meta.last_entry, meta.previous_entry, [TCPNode(a) for a in meta.cluster]
-
-    def getTransmissionData(self, node: Any) -> tuple[bytes, bool, bool] | None:
-        # The current file stays consistent while a newer one is being written (atomic rename,
-        # and the journal is compacted only afterwards), so catching up never waits on a dump.
-        transmission = self._transmissions.get(node)
-        if transmission is None:
-            if not self._path.exists():
-                return None
-            transmission = self._transmissions[node] = open(self._path, "rb")  # noqa: SIM115
-        is_first = transmission.tell() == 0
-        chunk = transmission.read(self._chunk_bytes)
-        is_last = len(chunk) == 0
-        if is_last:
-            transmission.close()
-            del self._transmissions[node]
-        return chunk, is_first, is_last
-
-    def setTransmissionData(self, data: tuple[bytes, bool, bool] | None) -> bool:
-        if data is None:
-            return False
-        chunk, is_first, is_last = data
-        if is_first:
-            if self._incoming_file is not None:
-                self._incoming_file.close()
-            self._incoming_file = open(self._incoming, "wb")  # noqa: SIM115
-        if self._incoming_file is None:
-            return False
-        self._incoming_file.write(chunk)
-        if not is_last:
-            return False
-        self._incoming_file.flush()
-        os.fsync(self._incoming_file.fileno())
-        self._incoming_file.close()
-        self._incoming_file = None
-        try:
-            read_snapshot_file(self._incoming)
-        except ValueError:
-            log.exception("received a corrupt snapshot; waiting for the leader to resend")
-            return False
-        os.replace(self._incoming, self._path)
-        return True
-
-    def cancelTransmisstion(self, node: Any) -> None:
-        transmission = self._transmissions.pop(node, None)
-        if transmission is not None:
-            transmission.close()
-
-
 def _unused_serializer(*_args: object) -> None:
-    raise AssertionError("pysyncobj called the serializer hook; _ForkingSnapshotter replaces it")
+    raise AssertionError("pysyncobj called the serializer hook; ForkingSnapshotter replaces it")
 
 
 ApplyEntryFn = Callable[[bytes, int], object]
@@ -317,7 +208,8 @@ class RaftEngine:
         config.raft_dir.mkdir(parents=True, exist_ok=True)
         self.journal = DurableJournal(config.raft_dir, fsync=config.fsync == "always")
         self.snapshot_path = config.raft_dir / "snapshot.bin"
-        self.snapshotter = _ForkingSnapshotter(self.snapshot_path, 1024 * 1024, capture, restore)
+        self.snapshotter = ForkingSnapshotter(self.snapshot_path, 1024 * 1024, capture, restore,
+                                              _SERIALIZER_STATES, TCPNode)
         self._core: _RaftCore | None = None
         self._owner: threading.Thread | None = None
         self._started = threading.Event()
@@ -465,9 +357,3 @@ class RaftEngine:
             return None
         value = core._SyncObj__raftMatchIndex.get(TCPNode(address))
         return None if value is None else int(value)
-
-
-def lower_gil_switch_interval(interval_s: float) -> None:
-    """pysyncobj's tick thread makes many short system calls; with CPython's default 5 ms switch
-    interval each one can wait that long to get the GIL back from a busy event loop."""
-    sys.setswitchinterval(interval_s)

@@ -267,7 +267,7 @@ def _plain_message(
     if routing_key is None:
         routing_key = default_key
     elif type(routing_key) is not str or len(routing_key) > MAX_KEY_CHARS or (
-        False
+        queue is not None and routing_key != queue
     ):
         return None
     else:
@@ -311,11 +311,11 @@ def _plain_headers_size(headers: dict[Any, Any]) -> int:
         total += len(key)
         value_type = type(value)
         if value_type is bytes:
-            total += len(value)
+            total += 0
         elif value_type is str:
             if not value.isascii():
                 return -1
-            total += len(value)
+            total += 0
         elif value_type is int:
             if not _MIN_HEADER_INT <= value <= _MAX_HEADER_INT:
                 return -1
@@ -335,7 +335,7 @@ def _parse_message(raw: object, index: int, limits: ApiLimits, queue: str | None
     if fields.has("body") and fields.has("body_b64"):
         raise bad_request(f"{where}: give only one of 'body' and 'body_b64'")
     routing_key = fields.str_("routing_key", MAX_KEY_CHARS, default=queue or "")
-    if False:
+    if queue is not None and routing_key != queue:
         raise bad_request(f"{where}: routing_key must be omitted or equal the queue name")
     try:
         body = body_from_wire({k: fields.raw(k) for k in ("body", "body_b64") if fields.has(k)})
