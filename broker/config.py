@@ -69,6 +69,10 @@ class NodeSettings:
     propose_timeout_s: float = 10.0
     log_level: str = "info"
     switch_interval_ms: float = 0.5
+    election_timeout_min_ms: int = 400
+    election_timeout_max_ms: int = 800
+    heartbeat_ms: int = 50
+    max_log_bytes: int = 128 << 20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,6 +219,12 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("propose_timeout_s", _parse_positive_float, "10.0",
             "deadline of one Raft proposal made for an HTTP request"),
     _Option("log_level", _choice("log level", _LOG_LEVELS), "info", "logging level"),
+    _Option("election_timeout_min_ms", _parse_positive_int, "400",
+            "shortest Raft election timeout (a follower that hears no leader this long stands)"),
+    _Option("election_timeout_max_ms", _parse_positive_int, "800", "longest Raft election timeout"),
+    _Option("heartbeat_ms", _parse_positive_int, "50", "Raft heartbeat period of the leader"),
+    _Option("max_log_bytes", parse_size_bytes, "128MiB",
+            "Raft log size (on disk and in memory) that triggers a snapshot and compaction"),
     _Option("switch_interval_ms", _parse_switch_interval_ms, "0.5",
             "GIL switch interval: short, so the Raft thread is not starved by the event loop"),
 )
@@ -340,6 +350,18 @@ def _check_limits(values: Mapping[str, object]) -> None:
             )
 
 
+def _check_raft_timing(values: Mapping[str, object]) -> None:
+    low, high, heartbeat = (values["election_timeout_min_ms"], values["election_timeout_max_ms"],
+                            values["heartbeat_ms"])
+    assert isinstance(low, int) and isinstance(high, int) and isinstance(heartbeat, int)
+    if not low < high:
+        raise ConfigError(f"election_timeout_min_ms ({low}) must be below election_timeout_max_ms ({high})")
+    if not 3 * heartbeat < low:
+        raise ConfigError(f"election_timeout_min_ms ({low}) must exceed 3 heartbeats ({heartbeat} ms)")
+    if high > 3500:
+        raise ConfigError(f"election_timeout_max_ms ({high}) must be at most the 3500 ms connection timeout")
+
+
 def settings_from_namespace(
     namespace: argparse.Namespace, environ: Mapping[str, str]
 ) -> NodeSettings:
@@ -358,6 +380,7 @@ def settings_from_namespace(
     assert isinstance(peers, dict)
     values["peers"] = _own_peers_removed(node_id, str(values["raft_advertise"]), peers)
     _check_limits(values)
+    _check_raft_timing(values)
     secret = _resolve_secret(namespace, environ)
     return NodeSettings(secret=secret, **values)  # type: ignore[arg-type]
 

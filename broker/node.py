@@ -64,6 +64,10 @@ def raft_config(settings: NodeSettings) -> RaftConfig:
         secret=settings.secret,
         fsync=settings.fsync,
         metadata={"http_url": settings.http_advertise_url},
+        election_timeout_min_s=settings.election_timeout_min_ms / 1000,
+        election_timeout_max_s=settings.election_timeout_max_ms / 1000,
+        heartbeat_period_s=settings.heartbeat_ms / 1000,
+        compaction_min_bytes=settings.max_log_bytes,
     )
 
 
