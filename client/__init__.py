@@ -1,4 +1,5 @@
-"""raftmq.client: the wire format shared with the broker, and an asyncio HTTP client."""
+"""raftmq.client: the wire format shared with the broker, an asyncio HTTP client, and a
+WebSocket publisher with pipelined confirms."""
 
 from raftmq.client.errors import (
     ConflictError,
@@ -12,6 +13,7 @@ from raftmq.client.errors import (
 )
 from raftmq.client.http import RaftMQ
 from raftmq.client.wire import Message, OutgoingMessage, PublishReceipt, SettleReceipt
+from raftmq.client.ws import WsPublisher
 
 __all__ = [
     "ConflictError",
@@ -27,4 +29,5 @@ __all__ = [
     "SettleReceipt",
     "TooLargeError",
     "UnavailableError",
+    "WsPublisher",
 ]

@@ -154,8 +154,13 @@ class _RaftCore(SyncObj):  # type: ignore[misc]
     def _checkCommandsToApply(self) -> None:
         # New entries were just appended and sent to the followers: fsync the leader's copy
         # while they fsync theirs.
+        appended_before = len(self._raftmq_journal)
         SyncObj._checkCommandsToApply(self)
         self._raftmq_journal.sync()
+        if len(self._raftmq_journal) > appended_before and not self._SyncObj__otherNodes:
+            # Alone, no acknowledgement will wake the poll: without this the commit would wait
+            # for the poll timeout (50 ms).
+            self._SyncObj__pipeNotifier.notify()
 
     @replicated  # type: ignore[untyped-decorator]
     def apply_entry(self, entry: bytes) -> object:

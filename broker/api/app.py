@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from raftmq.broker.api import handlers_admin, handlers_messages
+from raftmq.broker.api import handlers_admin, handlers_messages, ws
 from raftmq.broker.api.content import respond
 from raftmq.broker.api.context import CONTEXT_KEY, ApiContext, context_of
 from raftmq.broker.api.errors import ApiError
@@ -156,6 +156,7 @@ def build_app(
     app[CONTEXT_KEY] = ctx
     app.add_routes(handlers_admin.ROUTES)
     app.add_routes(handlers_messages.ROUTES)
+    ws.install(app)
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_close_waiters)
     return app
