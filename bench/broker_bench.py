@@ -25,6 +25,7 @@ import aiohttp
 import msgpack
 
 from bench.launcher import BenchCluster, NodeProcess
+from bench.ws_load import ws_latency_at_rate, ws_throughput
 
 MSGPACK = "application/msgpack"
 HEADERS = {"Content-Type": MSGPACK, "Accept": MSGPACK}
@@ -203,15 +204,29 @@ async def run(fsync: str, duration_s: float, extra_env: dict[str, str]) -> dict[
             for name, url in (("leader", leader.http_url), ("follower", follower.http_url)):
                 rate = await publish_throughput(session, url, duration_s, concurrency=16, batch=100)
                 results[f"publish_batched_via_{name}_msgs_per_s"] = round(rate)
-                print(f"  publish, batches of 100, 16 in flight, via {name}: {rate:,.0f} msg/s")
+                print(f"  HTTP publish, batches of 100, 16 in flight, via {name}: {rate:,.0f} msg/s")
             rate = await publish_throughput(session, leader.http_url, duration_s, concurrency=64, batch=1)
             results["publish_single_64_inflight_msgs_per_s"] = round(rate)
-            print(f"  publish, single messages, 64 in flight: {rate:,.0f} msg/s")
-            latencies = await latency_at_rate(session, follower.http_url, 2000, duration_s)
+            print(f"  HTTP publish, single messages, 64 in flight: {rate:,.0f} msg/s")
+            for name, url in (("leader", leader.http_url), ("follower", follower.http_url)):
+                rate = await ws_throughput(url, duration_s, window=64, batch=100)
+                results[f"ws_publish_batched_via_{name}_msgs_per_s"] = round(rate)
+                print(f"  WebSocket publish, batches of 100, 64 in flight, via {name}: {rate:,.0f} msg/s")
+            rate = await ws_throughput(leader.http_url, duration_s, window=256, batch=1)
+            results["ws_publish_single_msgs_per_s"] = round(rate)
+            print(f"  WebSocket publish, single messages, 256 in flight: {rate:,.0f} msg/s")
+            for label, url in (("WebSocket", leader.http_url),):
+                latencies = sorted(await ws_latency_at_rate(url, 2000, duration_s))
+                p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
+                results.update(confirm_p50_ms=round(p50, 2), confirm_p99_ms=round(p99, 2))
+                print(f"  confirm latency at 2,000 msg/s ({label}, via the leader): p50 {p50:.2f} ms, "
+                      f"p99 {p99:.2f} ms, mean {statistics.mean(latencies) * 1000:.2f} ms")
+            latencies = await latency_at_rate(session, follower.http_url, 1000, duration_s)
             p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
-            results.update(confirm_p50_ms=round(p50, 2), confirm_p99_ms=round(p99, 2))
-            print(f"  confirm latency at 2,000 msg/s via a follower: p50 {p50:.2f} ms, p99 {p99:.2f} ms,"
-                  f" mean {statistics.mean(latencies) * 1000:.2f} ms")
+            results.update(http_confirm_p50_ms_at_1000=round(p50, 2),
+                           http_confirm_p99_ms_at_1000=round(p99, 2))
+            print(f"  confirm latency at 1,000 msg/s (one HTTP request per message, via a follower): "
+                  f"p50 {p50:.2f} ms, p99 {p99:.2f} ms")
             await setup_queue(session, leader.http_url)
             await publish_throughput(session, leader.http_url, duration_s, concurrency=16, batch=100)
             rate = await claim_ack_throughput(session, follower.http_url, 100_000, consumers=8, batch=100)

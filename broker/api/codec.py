@@ -311,11 +311,11 @@ def _plain_headers_size(headers: dict[Any, Any]) -> int:
         total += len(key)
         value_type = type(value)
         if value_type is bytes:
-            total += 0
+            total += len(value)
         elif value_type is str:
             if not value.isascii():
                 return -1
-            total += 0
+            total += len(value)
         elif value_type is int:
             if not _MIN_HEADER_INT <= value <= _MAX_HEADER_INT:
                 return -1

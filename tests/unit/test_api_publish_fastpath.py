@@ -8,6 +8,7 @@ from typing import Any
 from unittest import mock
 
 import msgpack
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +27,8 @@ __all__ = ["broker"]
 
 # Small limits so that size and count refusals come up often.
 LIMITS = ApiLimits(max_message_bytes=48, max_batch_messages=6)
+# Where header counts and name lengths, not sizes, are what refuses a message.
+ROOMY_LIMITS = ApiLimits(max_message_bytes=65_536, max_batch_messages=6)
 
 # ------------------------------------------------------------ raw encoder == encode_command
 
@@ -75,7 +78,7 @@ anything = st.one_of(
                     header_value | st.just("\ud800") | st.just(2**64) | st.just([1]),
                     min_size=1, max_size=3),
 )
-plain_wire_message = st.tuples(
+plain_wire_message: st.SearchStrategy[list[Any]] = st.tuples(
     st.sampled_from(["", "a.b", "k" * 255]), st.binary(max_size=8), st.just({}),
     st.none(), st.none(),
 ).map(list)
@@ -94,19 +97,36 @@ odd_message = st.one_of(
     wire_message,
     st.builds(with_one_changed, plain_wire_message, st.integers(0, 4), anything),
     st.builds(with_one_changed, wire_message, st.integers(0, 4), anything),
+    st.builds(with_one_changed, plain_wire_message, st.just(2), st.sampled_from([
+        {"h": 2**64 - 1}, {"h": 2**64}, {"h": -(2**63)}, {"h": -(2**63) - 1}, {"h": "\ud800"},
+        {"\ud800": 1}, {"h": 1}, {1: 1}, {"h": [1]}, {"h": "é"},
+    ])),
 )
-odd_publishes = st.tuples(
-    st.sampled_from(["", "ex"]) | st.sampled_from(["bad name", "amq.direct"]) | anything,
-    st.lists(odd_message, max_size=4),
+
+def with_messages(top: tuple[Any, ...], messages: list[Any]) -> Any:
+    exchange, producer_id, sequence, max_total_bytes = top
+    return (exchange, messages, producer_id, sequence, max_total_bytes)
+
+
+# (exchange, producer_id, sequence, max_total_bytes) that pass, so the messages get looked at.
+valid_top = st.tuples(
+    st.sampled_from(["", "ex"]), st.just(None), st.just(None), st.integers(0, 2**62)
+) | st.tuples(st.sampled_from(["", "ex"]), st.just("p"), st.integers(0, 3), st.integers(0, 2**62))
+odd_top = st.tuples(
+    st.sampled_from(["", "ex", "bad name", "amq.direct"]) | anything,
     st.none() | st.sampled_from(["p", "bad p"]) | anything,
     st.none() | st.integers(min_value=0, max_value=3) | anything,
     st.integers(min_value=0, max_value=2**62) | anything,
 )
+odd_publishes = st.one_of(
+    st.builds(with_messages, valid_top, st.lists(odd_message, min_size=1, max_size=2)),
+    st.builds(with_messages, odd_top, st.lists(odd_message, max_size=3)),
+)
 now_values = st.integers(min_value=0, max_value=2**53) | anything
 
 
-@settings(max_examples=1500)
-@given(now_values, odd_publishes)
+@settings(max_examples=2000)
+@given(st.integers(min_value=0, max_value=2**53) | now_values, odd_publishes)
 def test_final_check_agrees_with_validate_command(now_ms: Any, fields: RawPublish) -> None:
     problem = raw_publish_command_problem(now_ms, fields)
     assert problem == validate_command(as_publish(now_ms, fields))
@@ -122,12 +142,12 @@ not_a_wire_message = anything.filter(lambda value: not isinstance(value, list)) 
 
 @given(now_values, odd_publishes, not_a_wire_message, st.integers(0, 4))
 def test_final_check_refuses_a_message_that_is_not_a_five_item_list(
-    now_ms: Any, fields: RawPublish, odd: object, position: int
+    now_ms: Any, fields: RawPublish, odd: Any, position: int
 ) -> None:
     exchange, messages, producer_id, sequence, max_total_bytes = fields
-    messages = [*messages[:position], odd, *messages[position:]]
+    with_odd = [*messages[:position], odd, *messages[position:]]
     problem = raw_publish_command_problem(
-        now_ms, (exchange, messages, producer_id, sequence, max_total_bytes)
+        now_ms, (exchange, with_odd, producer_id, sequence, max_total_bytes)
     )
     assert problem is not None
 
@@ -152,55 +172,79 @@ header_map = st.dictionaries(
     field_value | st.sampled_from([{"b64": "YQ=="}, {"b64": "%%"}, {"deep": 1}, [1]]),
     max_size=4,
 )
-field_names = ["routing_key", "body", "body_b64", "headers", "ttl_ms", "delay_ms", "color"]
+# Bodies and headers whose sizes straddle LIMITS.max_message_bytes (48) between them.
 plain_message = st.fixed_dictionaries(
-    {"body": st.binary(max_size=20) | st.text(max_size=5)},
+    {"body": st.binary(max_size=48) | st.text(max_size=30)},
     optional={
         "routing_key": st.sampled_from(["q", "a.b", "k" * 255]),
-        "headers": st.dictionaries(st.sampled_from(["h", "n", "k" * 20]),
-                                   st.integers(-3, 3) | st.text(max_size=4) | st.none(),
-                                   max_size=2),
+        "headers": st.dictionaries(st.sampled_from(["h", "n", "é", "k" * 20]),
+                                   st.integers(-3, 3) | st.text(max_size=25) | st.none()
+                                   | st.binary(max_size=25), max_size=2),
         "ttl_ms": st.integers(0, 1000), "delay_ms": st.integers(0, 1000),
     },
 )
+DURATIONS = [0, MAX_DURATION_MS, MAX_DURATION_MS + 1, -1, True, 1.5, None, "1", 2**64]
+# (field, value) edits: each field with the values on and around its limits.
+EDGE_EDITS: list[tuple[str, object]] = [
+    *[("ttl_ms", value) for value in DURATIONS],
+    *[("delay_ms", value) for value in DURATIONS],
+    *[("routing_key", value)
+      for value in ["", "q", "k" * 255, "k" * 256, "é" * 255, "é" * 256, 7, None]],
+    *[("body", value)
+      for value in [b"x" * 48, b"x" * 49, "x" * 48, "x" * 49, "é" * 24, "é" * 25, 5, None, [1]]],
+    *[("headers", value) for value in [
+        {"h": "x" * 46}, {"h": "x" * 47}, {"h": "é" * 23}, {"h": "é" * 24}, {"é": b"x" * 45},
+        {"é": b"x" * 46}, {"k" * 255: 1}, {"k" * 256: 1}, {"": 1}, {"h": 2**64 - 1},
+        {"h": 2**64}, {"h": -(2**63)}, {"h": -(2**63) - 1}, {"h": math.nan}, {"h": -math.inf},
+        {"h": 0.5}, {"h": False}, {"h": {"b64": "YQ=="}}, {"h": [1]}, [], "h", None,
+        {f"h{i}": None for i in range(64)}, {f"h{i}": None for i in range(65)},
+    ]],
+    ("body_b64", "YQ=="), ("body_b64", 5), ("color", 1),
+]
+field_edits = st.sampled_from(EDGE_EDITS) | st.tuples(
+    st.sampled_from(["routing_key", "body", "body_b64", "headers", "ttl_ms", "delay_ms"]),
+    field_value | header_map,
+)
 
 
-def with_field(message: dict[str, Any], name: str, value: object) -> dict[str, Any]:
-    return {**message, name: value}
+def edited(message: dict[str, Any], edits: list[tuple[str, object]], drop: str | None
+           ) -> dict[str, Any]:
+    changed = {**message, **dict(edits)}
+    if drop is not None:
+        changed.pop(drop, None)
+    return changed
 
 
-def without_field(message: dict[str, Any], name: str) -> dict[str, Any]:
-    return {key: value for key, value in message.items() if key != name}
-
-
-# Mostly one wrong (or unusual) field in an otherwise plain message: that is where a shortcut
-# would let something through.
+# Mostly one or two wrong (or unusual) fields in an otherwise plain message: that is where a
+# shortcut would let something through.
 message_document = st.one_of(
     plain_message,
-    st.builds(with_field, plain_message, st.sampled_from(field_names), field_value | header_map),
-    st.builds(without_field, plain_message, st.sampled_from(field_names)),
-    st.dictionaries(st.sampled_from(field_names), field_value | header_map, max_size=5),
+    st.builds(edited, plain_message, st.lists(field_edits, min_size=1, max_size=2),
+              st.none() | st.sampled_from(["body", "routing_key", "headers"])),
+    st.dictionaries(st.sampled_from(["routing_key", "body", "headers", "color"]),
+                    field_value | header_map, max_size=4),
     field_value,
 )
 publish_document = st.fixed_dictionaries(
-    {"messages": st.lists(message_document, max_size=7)},
+    # Short batches, so that one message's error seldom hides another's (the batch limit and
+    # batch errors are covered by the API's bad-input tests).
+    {"messages": st.lists(message_document, max_size=3)},
     optional={"exchange": st.sampled_from(["", "ex", "a/b"]),
               "producer_id": st.sampled_from(["p", "bad p"]), "sequence": field_value},
 )
 
 
-def outcome(document: object, queue: str | None) -> PublishRequest | tuple[str, int, str]:
+def outcome(
+    document: object, queue: str | None, limits: ApiLimits
+) -> PublishRequest | tuple[str, int, str]:
     try:
-        return parse_publish(document, LIMITS, queue=queue)
+        return parse_publish(document, limits, queue=queue)
     except ApiError as error:
         return (error.code, error.status, error.message)
 
 
-@settings(max_examples=1500)
-@given(publish_document, st.none() | st.just("q"), st.sampled_from(list(WireFormat)))
-def test_fast_parse_answers_what_the_general_parse_answers(
-    document: dict[str, Any], queue: str | None, wire_format: WireFormat
-) -> None:
+def assert_fast_parse_agrees(document: object, queue: str | None,
+                             wire_format: WireFormat, limits: ApiLimits = LIMITS) -> None:
     # As the JSON decoder may give it, or (bytes and all) as msgpack gives it back.
     if wire_format is WireFormat.MSGPACK:
         try:
@@ -208,10 +252,45 @@ def test_fast_parse_answers_what_the_general_parse_answers(
         except OverflowError:
             assume(False)  # a client cannot send what msgpack cannot carry
         document = decode_document(data, wire_format)
-    fast = outcome(document, queue)
-    with mock.patch.object(codec, "_plain_message", return_value=None):
-        general = outcome(document, queue)
+    fast = outcome(document, queue, limits)
+    with mock.patch.object(codec, "_plain_message", new=lambda *_args: None):
+        general = outcome(document, queue, limits)
     assert fast == general
+
+
+queues = st.none() | st.just("q")
+wire_formats = st.sampled_from(list(WireFormat))
+
+
+@settings(max_examples=2000)
+@given(st.builds(edited, plain_message, st.lists(field_edits, min_size=1, max_size=2),
+                 st.none() | st.sampled_from(["body", "routing_key", "headers"])),
+       queues, wire_formats, st.sampled_from([LIMITS, ROOMY_LIMITS]))
+def test_fast_parse_of_one_message_answers_what_the_general_parse_answers(
+    message: dict[str, Any], queue: str | None, wire_format: WireFormat, limits: ApiLimits
+) -> None:
+    assert_fast_parse_agrees({"messages": [message]}, queue, wire_format, limits)
+
+
+@pytest.mark.parametrize("header_value", [1, 0.5, True, None, "x", "é", b"x", 2**64 - 1])
+@pytest.mark.parametrize("body_bytes", range(33, 40))
+def test_fast_parse_counts_message_size_like_the_general_parse(
+    header_value: object, body_bytes: int
+) -> None:
+    # Right around LIMITS.max_message_bytes (48): the header counts its name's and its value's
+    # UTF-8 bytes (9 for a number, boolean or null).
+    for body in (b"x" * body_bytes, "x" * body_bytes):
+        headers = {"h": header_value} if body_bytes % 2 else {"é": header_value}
+        document = {"messages": [{"body": body, "headers": headers}]}
+        assert_fast_parse_agrees(document, None, WireFormat.MSGPACK, LIMITS)
+
+
+@settings(max_examples=1000)
+@given(publish_document, queues, wire_formats)
+def test_fast_parse_of_a_batch_answers_what_the_general_parse_answers(
+    document: dict[str, Any], queue: str | None, wire_format: WireFormat
+) -> None:
+    assert_fast_parse_agrees(document, queue, wire_format)
 
 
 def test_fast_parse_takes_the_common_shape_and_builds_the_wire_form() -> None:
