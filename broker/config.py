@@ -73,6 +73,7 @@ class NodeSettings:
     election_timeout_max_ms: int = 800
     heartbeat_ms: int = 50
     max_log_bytes: int = 128 << 20
+    raft_tick_mode: str = "thread"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,6 +226,9 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("heartbeat_ms", _parse_positive_int, "50", "Raft heartbeat period of the leader"),
     _Option("max_log_bytes", parse_size_bytes, "128MiB",
             "Raft log size (on disk and in memory) that triggers a snapshot and compaction"),
+    _Option("raft_tick_mode", _choice("raft tick mode", ("thread", "loop")), "thread",
+            "'thread': Raft runs on its own thread (GIL shared with the loop; heartbeats keep "
+            "flowing while a handler is busy); 'loop': on the event loop thread"),
     _Option("switch_interval_ms", _parse_switch_interval_ms, "0.5",
             "GIL switch interval: short, so the Raft thread is not starved by the event loop"),
 )

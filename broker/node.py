@@ -68,6 +68,7 @@ def raft_config(settings: NodeSettings) -> RaftConfig:
         election_timeout_max_s=settings.election_timeout_max_ms / 1000,
         heartbeat_period_s=settings.heartbeat_ms / 1000,
         compaction_min_bytes=settings.max_log_bytes,
+        tick_mode=settings.raft_tick_mode,
     )
 
 

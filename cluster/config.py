@@ -20,6 +20,9 @@ class RaftConfig:
     secret: str
     fsync: str = "always"
     metadata: dict[str, str] = field(default_factory=dict)
+    # "loop": pysyncobj's sockets and ticks run on the asyncio event loop (one thread per node);
+    # "thread": its own tick thread, sharing the GIL with the loop. See docs/architecture.md.
+    tick_mode: str = "thread"
 
     # Election timing. pysyncobj's 0.4-1.4 s took ~1.7 s to elect after a leader kill; 0.15-0.3 s
     # elected in 0.2 s but tick gaps under load on 2 cores caused spurious elections.
@@ -51,6 +54,8 @@ class RaftConfig:
     def __post_init__(self) -> None:
         if not self.secret:
             raise ValueError("a cluster secret is required (it authenticates the Raft port)")
+        if self.tick_mode not in ("loop", "thread"):
+            raise ValueError(f"tick_mode must be 'loop' or 'thread', not {self.tick_mode!r}")
         if self.fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, not {self.fsync!r}")
         if self.node_id in self.peers:

@@ -70,7 +70,10 @@ class RaftNode:
         engine = RaftEngine(self.config, self._apply_entry, self._capture, self._restore)
         target_index = self._replay_target(engine)
         self._engine = engine
-        await asyncio.to_thread(engine.start)
+        if self.config.tick_mode == "loop":
+            engine.start()
+        else:
+            await asyncio.to_thread(engine.start)
         c = self.config
         limits = GroupCommitLimits(
             max_batch_commands=c.max_batch_commands, max_batch_bytes=c.max_batch_bytes,
@@ -104,7 +107,10 @@ class RaftNode:
         if self._committer is not None:
             self._committer.stop()
         if self._engine is not None:
-            await asyncio.to_thread(self._engine.stop)
+            if self.config.tick_mode == "loop":
+                self._engine.stop()
+            else:
+                await asyncio.to_thread(self._engine.stop)
         for _, _, future in self._waiters:
             if not future.done():
                 future.cancel()

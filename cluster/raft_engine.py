@@ -17,6 +17,7 @@ docs/architecture.md:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import threading
@@ -27,17 +28,20 @@ from typing import Any
 
 import pysyncobj
 import pysyncobj.pickle as _pysyncobj_pickle
+import pysyncobj.poller as _pysyncobj_poller
 import pysyncobj.syncobj as _pysyncobj_syncobj
 import pysyncobj.tcp_connection as _pysyncobj_tcp
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.monotonic import monotonic as raft_clock
 from pysyncobj.node import TCPNode
+from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.transport import TCPTransport
 
 from .config import RaftConfig
 from .group_commit import EntryOutcome
 from .journal import DurableJournal
+from .loop_poller import LoopPoller
 from .snapshot_file import SnapshotMeta
 from .snapshotter import ForkingSnapshotter, SerializerStates
 
@@ -115,7 +119,14 @@ def _create_serializer(file_name: str, *_args: object) -> ForkingSnapshotter:
     return snapshotter
 
 
+def _create_poller(poller_type: str) -> Any:
+    with _prepared_lock:
+        poller = _prepared.pop("poller", None)
+    return poller if poller is not None else _pysyncobj_poller.createPoller(poller_type)
+
+
 _pysyncobj_syncobj.createJournal = _create_journal
+_pysyncobj_syncobj.createPoller = _create_poller
 _pysyncobj_syncobj.Serializer = _create_serializer
 
 
@@ -125,6 +136,7 @@ def _unused_serializer(*_args: object) -> None:
 
 ApplyEntryFn = Callable[[bytes, int], object]
 _LEADER_LOST_ELECTION_DELAY_S = 0.05
+_LOOP_TICK_PERIOD_S = 0.01
 _LEADER_LOST_STAGGER_S = 0.15
 _LEADER_LOST_JITTER_S = 0.03
 
@@ -220,11 +232,19 @@ class RaftEngine:
         self._started = threading.Event()
         self._stop = threading.Event()
         self._start_error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._poller: LoopPoller | None = None
+        self._periodic: asyncio.TimerHandle | None = None
+        self._tick_scheduled = False
         _TransportZlib.level = config.transport_zlib_level
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, timeout_s: float = 30.0) -> None:
-        """Blocking: build the SyncObj on a dedicated thread and wait until it is up."""
+        """Blocking in "thread" mode: build the SyncObj on a dedicated thread and wait until it
+        is up. In "loop" mode call it on the event loop: it builds the SyncObj right there."""
+        if self._config.tick_mode == "loop":
+            self._start_on_loop()
+            return
         self._owner = threading.Thread(target=self._own, name=f"raft-{self._config.node_id}",
                                        daemon=True)
         self._owner.start()
@@ -239,17 +259,21 @@ class RaftEngine:
                 raise RuntimeError(f"the Raft port {self._config.bind_address} could not be bound")
             time.sleep(0.01)
 
-    def _own(self) -> None:
+    def _prepare(self) -> tuple[str, str]:
         journal_key = str(self._config.raft_dir / "journal.log")
         snapshot_key = str(self.snapshot_path)
         with _prepared_lock:
             _prepared[f"journal:{journal_key}"] = self.journal
             _prepared[f"snapshot:{snapshot_key}"] = self.snapshotter
+        return journal_key, snapshot_key
+
+    def _build_core(self, journal_key: str, snapshot_key: str) -> _RaftCore:
+        return _RaftCore(self._config.advertise_address, sorted(self._config.peers.values()),
+                         self._make_conf(journal_key, snapshot_key), self._apply_entry, self.journal)
+
+    def _own(self) -> None:
         try:
-            self._core = _RaftCore(self._config.advertise_address,
-                                   sorted(self._config.peers.values()),
-                                   self._make_conf(journal_key, snapshot_key), self._apply_entry,
-                                   self.journal)
+            self._core = self._build_core(*self._prepare())
         except BaseException as error:
             self._start_error = error
             self._started.set()
@@ -257,6 +281,47 @@ class RaftEngine:
         self._started.set()
         self._stop.wait()
         self._core.destroy_synchronous()  # also closes the journal
+
+    def _start_on_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._poller = LoopPoller(loop, POLL_EVENT_TYPE.READ, POLL_EVENT_TYPE.WRITE, self._schedule_tick)
+        keys = self._prepare()
+        with _prepared_lock:
+            _prepared["poller"] = self._poller
+        try:
+            self._core = self._build_core(*keys)
+        except Exception as error:
+            self._poller.close()
+            raise RuntimeError(f"the Raft port {self._config.bind_address} could not be bound: "
+                               f"{error!r}") from error
+        finally:
+            with _prepared_lock:
+                _prepared.pop("poller", None)
+        self._loop = loop
+        self._periodic = loop.call_later(_LOOP_TICK_PERIOD_S, self._periodic_tick)
+
+    def _schedule_tick(self) -> None:
+        """Coalesce: any number of socket events before the next loop iteration = one tick."""
+        if not self._tick_scheduled and self._loop is not None:
+            self._tick_scheduled = True
+            self._loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self._tick_scheduled = False
+        core = self._core
+        if core is None:
+            return
+        try:
+            core.doTick(0.0)
+        except Exception:
+            log.exception("Raft tick failed")
+
+    def _periodic_tick(self) -> None:
+        # Heartbeats, election timeouts and reconnects are driven by time, not by sockets.
+        if self._loop is None:
+            return
+        self._schedule_tick()
+        self._periodic = self._loop.call_later(_LOOP_TICK_PERIOD_S, self._periodic_tick)
 
     def _make_conf(self, journal_file: str, snapshot_file: str) -> SyncObjConf:
         c = self._config
@@ -285,8 +350,11 @@ class RaftEngine:
             logCompactionMinEntries=c.compaction_min_entries,
             logCompactionMinTime=c.compaction_min_time_s,
             logCompactionBatchSize=1024 * 1024,
-            autoTick=True,
+            autoTick=self._config.tick_mode == "thread",
             autoTickPeriod=0.05,
+            # In loop mode the constructor retries binding in a busy loop; fail fast instead.
+            maxBindRetries=0 if self._config.tick_mode == "thread" else 3,
+            bindRetryTime=0.2,
             onStateChanged=self._log_state_change,
         )
 
@@ -296,6 +364,15 @@ class RaftEngine:
                  _ROLE_BY_STATE.get(new_state, new_state), self.term)
 
     def stop(self) -> None:
+        if self._config.tick_mode == "loop":
+            if self._periodic is not None:
+                self._periodic.cancel()
+            self._loop = None
+            if self._core is not None:
+                self._core.destroy()  # without autoTick this closes sockets and journal now
+            if self._poller is not None:
+                self._poller.close()
+            return
         self._stop.set()
         if self._owner is not None:
             self._owner.join(timeout=10.0)

@@ -32,8 +32,10 @@ async def _stop(members: list[tuple[RaftNode, ListMachine]]) -> None:
     await asyncio.gather(*(node.stop() for node, _ in members))
 
 
-async def test_follower_proposal_is_applied_locally_before_it_returns(tmp_path: Path) -> None:
-    members = await make_cluster(make_configs(tmp_path, 3))
+@pytest.mark.parametrize("tick_mode", ["thread", "loop"])
+async def test_follower_proposal_is_applied_locally_before_it_returns(tmp_path: Path,
+                                                                      tick_mode: str) -> None:
+    members = await make_cluster(make_configs(tmp_path, 3, tick_mode=tick_mode))
     try:
         leader = await _elect(members)
         follower, follower_machine = next((n, m) for n, m in members if n is not leader)
@@ -47,10 +49,11 @@ async def test_follower_proposal_is_applied_locally_before_it_returns(tmp_path: 
         await _stop(members)
 
 
+@pytest.mark.parametrize("tick_mode", ["thread", "loop"])
 async def test_pipelined_load_never_truncates_acknowledged_entries(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, tick_mode: str) -> None:
     caplog.set_level(logging.WARNING)
-    members = await make_cluster(make_configs(tmp_path, 3))
+    members = await make_cluster(make_configs(tmp_path, 3, tick_mode=tick_mode))
     try:
         leader = await _elect(members)
         proposers = [node for node, _ in members]
@@ -82,8 +85,9 @@ async def test_exception_in_apply_becomes_a_result_and_the_cluster_keeps_going(t
         await _stop(members)
 
 
-async def test_full_restart_recovers_from_snapshot_and_journal(tmp_path: Path) -> None:
-    configs = make_configs(tmp_path, 3, compaction_min_entries=50)
+@pytest.mark.parametrize("tick_mode", ["thread", "loop"])
+async def test_full_restart_recovers_from_snapshot_and_journal(tmp_path: Path, tick_mode: str) -> None:
+    configs = make_configs(tmp_path, 3, compaction_min_entries=50, tick_mode=tick_mode)
     members = await make_cluster(configs)
     try:
         await _elect(members)
