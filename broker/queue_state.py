@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from heapq import heappop, heappush
+from itertools import compress
 
 from raftmq.broker.commands import QueueArgs
 from raftmq.broker.queue_message import DELAYED, LEASED, READY, QueuedMessage
@@ -256,11 +257,31 @@ class QueueState:
         self._returned = []
         self._stale = 0
 
-    def rebuild_after_restore(self) -> None:
-        for msg in self.messages.values():
-            self.count[msg.state] += 1
-            self.size[msg.state] += len(msg.stored.body)
-        self._rebuild_ready_order()
+    def restore_messages(
+        self,
+        message_ids: list[int],
+        messages: list[QueuedMessage],
+        states: list[int],
+        body_sizes: list[int],
+    ) -> None:
+        """Fill a new, empty queue with messages read from a snapshot: columns in id order, ids
+        increasing, states exact ints. Books are kept a column at a time: restore runs on the
+        Raft thread and must not stall it."""
+        self.messages = dict(zip(message_ids, messages, strict=True))
+        everything = len(states)
+        for state in (READY, DELAYED, LEASED):
+            count = states.count(state)
+            self.count[state] = count
+            if count == everything:
+                self.size[state] = sum(body_sizes)
+            elif count:
+                self.size[state] = sum(compress(body_sizes, map(state.__eq__, states)))
+        if self.count[READY] == everything:
+            self._fresh = deque(message_ids)
+        else:
+            self._fresh = deque(compress(message_ids, map(READY.__eq__, states)))
+        self._returned = []
+        self._stale = 0
 
     # ------------------------------------------------------------ consumers
 
