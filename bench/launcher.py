@@ -59,7 +59,7 @@ class BenchCluster:
             "RAFTMQ_NODE_ID": node.node_id, "RAFTMQ_RAFT_BIND": node.raft_address,
             "RAFTMQ_PEERS": peers, "RAFTMQ_HTTP_BIND": node.http_url.removeprefix("http://"),
             "RAFTMQ_DATA_DIR": str(node.data_dir), "RAFTMQ_FSYNC": self.fsync,
-            "RAFTMQ_SECRET": self.secret, "RAFTMQ_LOG_LEVEL": "warning",
+            "RAFTMQ_SECRET": self.secret, "RAFTMQ_LOG_LEVEL": "info",  # role changes, stalls
         })
         env.update(self.extra_env)
         return env

@@ -69,8 +69,8 @@ class NodeSettings:
     propose_timeout_s: float = 10.0
     log_level: str = "info"
     switch_interval_ms: float = 0.5
-    election_timeout_min_ms: int = 400
-    election_timeout_max_ms: int = 800
+    election_timeout_min_ms: int = 1000
+    election_timeout_max_ms: int = 2000
     heartbeat_ms: int = 50
     max_log_bytes: int = 128 << 20
     raft_tick_mode: str = "thread"
@@ -220,9 +220,9 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("propose_timeout_s", _parse_positive_float, "10.0",
             "deadline of one Raft proposal made for an HTTP request"),
     _Option("log_level", _choice("log level", _LOG_LEVELS), "info", "logging level"),
-    _Option("election_timeout_min_ms", _parse_positive_int, "400",
+    _Option("election_timeout_min_ms", _parse_positive_int, "1000",
             "shortest Raft election timeout (a follower that hears no leader this long stands)"),
-    _Option("election_timeout_max_ms", _parse_positive_int, "800", "longest Raft election timeout"),
+    _Option("election_timeout_max_ms", _parse_positive_int, "2000", "longest Raft election timeout"),
     _Option("heartbeat_ms", _parse_positive_int, "50", "Raft heartbeat period of the leader"),
     _Option("max_log_bytes", parse_size_bytes, "128MiB",
             "Raft log size (on disk and in memory) that triggers a snapshot and compaction"),

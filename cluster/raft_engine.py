@@ -137,6 +137,8 @@ def _unused_serializer(*_args: object) -> None:
 ApplyEntryFn = Callable[[bytes, int], object]
 _LEADER_LOST_ELECTION_DELAY_S = 0.05
 _LOOP_TICK_PERIOD_S = 0.01
+_TICK_GAP_WARNING_S = 0.2
+_VOTE_REQUEST_REPEAT_S = 0.1
 _LEADER_LOST_STAGGER_S = 0.15
 _LEADER_LOST_JITTER_S = 0.03
 
@@ -156,12 +158,46 @@ class _RaftCore(SyncObj):  # type: ignore[misc]
                  apply_entry: ApplyEntryFn, journal: DurableJournal) -> None:
         self._raftmq_apply_entry = apply_entry
         self._raftmq_journal = journal
+        self._raftmq_last_tick = 0.0
+        self._raftmq_vote_term = -1
+        self._raftmq_vote_sent = 0.0
         super().__init__(self_address, other_addresses, conf, transportClass=_DurableTransport)
 
     def _onTick(self, timeToWait: float = 0.0) -> None:
+        started = time.monotonic()
+        gap_s = started - self._raftmq_last_tick
+        if gap_s > _TICK_GAP_WARNING_S and self._raftmq_last_tick:
+            # A gap this long starves heartbeats (a long apply, GC, disk). Every replica applies
+            # the same slow command at about the same time, so a follower waking from it must not
+            # take the leader's silence for a crash: give the leader a fresh election timeout.
+            log.warning("raft tick stalled for %.0f ms", gap_s * 1000)
+            if self._SyncObj__raftState == 0:
+                current = float(getattr(self, "_SyncObj__raftElectionDeadline"))  # noqa: B009
+                self._SyncObj__raftElectionDeadline = max(
+                    current, raft_clock() + self._SyncObj__conf.raftMinTimeout)
+        self._raftmq_last_tick = started
         # The leader counts its own log towards the commit index at the start of a tick.
         self._raftmq_journal.sync()
         SyncObj._onTick(self, timeToWait)
+        if self._SyncObj__raftState == 1:
+            self._repeat_vote_request(started)
+
+    def _repeat_vote_request(self, now: float) -> None:
+        """pysyncobj asks for votes once per term, and its transport drops a message to a peer
+        it is (re)connecting to; one lost request then costs a whole election timeout. Asking
+        again within the term is harmless: a node grants at most one vote per term."""
+        term = self._SyncObj__raftCurrentTerm
+        if term != self._raftmq_vote_term:
+            self._raftmq_vote_term, self._raftmq_vote_sent = term, now
+            return
+        if now - self._raftmq_vote_sent < _VOTE_REQUEST_REPEAT_S:
+            return
+        self._raftmq_vote_sent = now
+        request = {"type": "request_vote", "term": term,
+                   "last_log_index": self._SyncObj__getCurrentLogIndex(),
+                   "last_log_term": self._SyncObj__getCurrentLogTerm()}
+        for node in self._SyncObj__otherNodes:
+            self._SyncObj__transport.send(node, request)
 
     def _checkCommandsToApply(self) -> None:
         # New entries were just appended and sent to the followers: fsync the leader's copy

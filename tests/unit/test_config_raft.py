@@ -10,7 +10,7 @@ from tests.unit.test_config import BASE_FLAGS, parse, parse_error
 def test_raft_timing_defaults_and_environment() -> None:
     settings = parse(BASE_FLAGS)
     assert (settings.election_timeout_min_ms, settings.election_timeout_max_ms,
-            settings.heartbeat_ms, settings.max_log_bytes) == (400, 800, 50, 128 << 20)
+            settings.heartbeat_ms, settings.max_log_bytes) == (1000, 2000, 50, 128 << 20)
     tuned = parse(BASE_FLAGS, {"RAFTMQ_ELECTION_TIMEOUT_MIN_MS": "300",
                                "RAFTMQ_ELECTION_TIMEOUT_MAX_MS": "600",
                                "RAFTMQ_HEARTBEAT_MS": "40", "RAFTMQ_MAX_LOG_BYTES": "64MiB"})
@@ -20,6 +20,7 @@ def test_raft_timing_defaults_and_environment() -> None:
 
 @pytest.mark.parametrize(("flags", "complaint"), [
     (["--election-timeout-min-ms", "800", "--election-timeout-max-ms", "800"], "must be below"),
+    (["--election-timeout-min-ms", "2500"], "must be below"),
     (["--election-timeout-min-ms", "100", "--heartbeat-ms", "50"], "must exceed 3 heartbeats"),
     (["--election-timeout-max-ms", "5000"], "connection timeout"),
     (["--heartbeat-ms", "0"], "positive"),
