@@ -17,10 +17,10 @@ from unittest import mock
 
 import msgpack
 
-from raftmq.broker.api import codec
-from raftmq.broker.api.codec import parse_publish
+from raftmq.broker.api import publish_codec
 from raftmq.broker.api.context import raw_publish_command_problem
 from raftmq.broker.api.limits import ApiLimits
+from raftmq.broker.api.publish_codec import parse_publish
 from raftmq.broker.commands import OutMessage, Publish, encode_command, encode_raw_publish
 from raftmq.broker.queue_validation import validate_command
 from raftmq.broker.queue_wire import RawPublish
@@ -58,7 +58,7 @@ def _never_plain(*_args: object) -> None:
 
 
 def general_path(data: bytes) -> bytes:
-    with mock.patch.object(codec, "_plain_message", new=_never_plain):
+    with mock.patch.object(publish_codec, "_plain_message", new=_never_plain):
         exchange, messages, producer_id, sequence, max_total_bytes = _fields(data)
     command = Publish(NOW_MS, exchange, tuple(OutMessage(*m) for m in messages), producer_id,
                       sequence, max_total_bytes)

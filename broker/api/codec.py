@@ -3,10 +3,8 @@ proposed, so bad input never reaches Raft and always gets a 4xx with a stable co
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from raftmq.broker.api.errors import ApiError, bad_request
 from raftmq.broker.api.limits import ApiLimits
@@ -18,28 +16,25 @@ from raftmq.broker.queue_validation import (
     MAX_COUNT,
     MAX_DURATION_MS,
     MAX_LEASE_MS,
-    MAX_PUBLISH_MESSAGES,
     MAX_SETTLE_LEASES,
 )
 from raftmq.broker.routing import EXCHANGE_TYPES
 from raftmq.client import errors as codes
-from raftmq.client.wire import WireValueError, body_from_wire, headers_from_wire
 
 __all__ = [
     "DEFAULT_CONSUMER",
     "MAX_HEADERS",
     "MAX_KEY_CHARS",
+    "MAX_NAME_FIELD_CHARS",
     "MAX_SEQUENCE",
     "ClaimRequest",
     "Fields",
-    "PublishRequest",
     "SettleRequest",
     "check_exchange_name",
     "check_name",
     "parse_binding",
     "parse_claim",
     "parse_exchange_declare",
-    "parse_publish",
     "parse_queue_args",
     "parse_settle",
     "query_bool",
@@ -51,10 +46,8 @@ MAX_HEADERS = 64
 MAX_SEQUENCE = MAX_COUNT
 DEFAULT_CONSUMER = "anonymous"
 # A cheap first bound on name-like fields; validate_name then applies the real 200-char limit.
-_MAX_NAME_FIELD_CHARS = 1024
+MAX_NAME_FIELD_CHARS = 1024
 # The integers msgpack can carry (as headers_from_wire enforces).
-_MIN_HEADER_INT = -(2**63)
-_MAX_HEADER_INT = 2**64 - 1
 
 
 def check_name(kind: str, name: str, *, declaring: bool = False) -> str:
@@ -159,7 +152,7 @@ def parse_exchange_declare(document: object) -> tuple[str, str | None]:
     exchange_type = fields.str_("type", 16)
     if exchange_type not in EXCHANGE_TYPES:
         raise bad_request(f"'type' must be one of {', '.join(EXCHANGE_TYPES)}")
-    alternate = fields.optional_str("alternate_exchange", _MAX_NAME_FIELD_CHARS)
+    alternate = fields.optional_str("alternate_exchange", MAX_NAME_FIELD_CHARS)
     if alternate is not None:
         check_name("exchange", alternate)
     return exchange_type, alternate
@@ -176,7 +169,7 @@ def parse_queue_args(document: object) -> QueueArgs:
     overflow = fields.str_("overflow", 32, default="reject-publish")
     if overflow not in OVERFLOW_POLICIES:
         raise bad_request(f"'overflow' must be one of {', '.join(OVERFLOW_POLICIES)}")
-    dead_letter_exchange = fields.optional_str("dead_letter_exchange", _MAX_NAME_FIELD_CHARS)
+    dead_letter_exchange = fields.optional_str("dead_letter_exchange", MAX_NAME_FIELD_CHARS)
     if dead_letter_exchange is not None:
         check_exchange_name(dead_letter_exchange)
     return QueueArgs(
@@ -191,184 +184,13 @@ def parse_queue_args(document: object) -> QueueArgs:
 
 
 def parse_binding(fields: Fields) -> tuple[str, str, str]:
-    exchange = fields.str_("exchange", _MAX_NAME_FIELD_CHARS)
+    exchange = fields.str_("exchange", MAX_NAME_FIELD_CHARS)
     if exchange == "":
         raise bad_request("the default exchange cannot be bound", codes.INVALID_NAME)
     check_name("exchange", exchange)
-    queue = check_name("queue", fields.str_("queue", _MAX_NAME_FIELD_CHARS))
+    queue = check_name("queue", fields.str_("queue", MAX_NAME_FIELD_CHARS))
     binding_key = fields.str_("binding_key", MAX_KEY_CHARS, default="")
     return exchange, queue, binding_key
-
-
-@dataclass(frozen=True)
-class PublishRequest:
-    exchange: str
-    # The command's wire form, [routing_key, body, headers, ttl_ms, delay_ms] per message: it is
-    # encoded as is, so no per-message record is built and walked again.
-    messages: list[list[Any]]
-    producer_id: str | None
-    sequence: int | None
-
-
-_MESSAGE_FIELDS = frozenset({"routing_key", "body", "body_b64", "headers", "ttl_ms", "delay_ms"})
-
-
-def parse_publish(
-    document: object, limits: ApiLimits, *, queue: str | None = None
-) -> PublishRequest:
-    """A publish batch; with `queue` it is the per-queue convenience form (default exchange)."""
-    allowed = {"messages", "producer_id", "sequence"} | ({"exchange"} if queue is None else set())
-    fields = Fields(document, frozenset(allowed))
-    exchange = ""
-    if queue is None:
-        exchange = check_exchange_name(fields.str_("exchange", _MAX_NAME_FIELD_CHARS, default=""))
-    max_messages = min(limits.max_batch_messages, MAX_PUBLISH_MESSAGES)
-    raw_messages = fields.list_("messages", max_messages, codes.BATCH_TOO_LARGE)
-    messages = _parse_messages(raw_messages, limits, queue)
-    producer_id = fields.optional_str("producer_id", _MAX_NAME_FIELD_CHARS)
-    sequence = fields.optional_int("sequence", 0, MAX_SEQUENCE)
-    if (producer_id is None) != (sequence is None):
-        raise bad_request("'producer_id' and 'sequence' must be given together")
-    if producer_id is not None:
-        check_name("producer", producer_id)
-    return PublishRequest(exchange, messages, producer_id, sequence)
-
-
-def _parse_messages(
-    raw_messages: list[object], limits: ApiLimits, queue: str | None
-) -> list[list[Any]]:
-    default_key = "" if queue is None else queue
-    max_message_bytes = limits.max_message_bytes
-    messages: list[list[Any]] = []
-    append = messages.append
-    for index, raw in enumerate(raw_messages):
-        message = _plain_message(raw, default_key, queue, max_message_bytes)
-        append(message if message is not None else _parse_message(raw, index, limits, queue))
-    return messages
-
-
-def _plain_message(
-    raw: object, default_key: str, queue: str | None, max_message_bytes: int
-) -> list[Any] | None:
-    """The common message shape, checked inline with exact types; None for anything else (out
-    of range, unusual or wrong), which `_parse_message` then takes: it accepts or refuses it
-    with its own error, so this path changes speed only, never an answer."""
-    if type(raw) is not dict:
-        return None
-    # Counts down the fields taken here: any other (`body_b64`, a typo, an explicit null)
-    # leaves it above 1. Cheaper than a set comparison of the keys.
-    unseen_fields = len(raw)
-    body = raw.get("body")
-    if type(body) is str and body.isascii():
-        body = body.encode()
-    elif type(body) is not bytes:
-        return None
-    routing_key = raw.get("routing_key")
-    if routing_key is None:
-        routing_key = default_key
-    elif type(routing_key) is not str or len(routing_key) > MAX_KEY_CHARS or (
-        queue is not None and routing_key != queue
-    ):
-        return None
-    else:
-        unseen_fields -= 1
-    headers = raw.get("headers")
-    size = len(body)
-    if headers is None:
-        headers = {}
-    elif type(headers) is not dict:
-        return None
-    else:
-        unseen_fields -= 1
-        if headers:
-            headers_size = _plain_headers_size(headers)
-            if headers_size < 0:
-                return None
-            size += headers_size
-    ttl_ms = raw.get("ttl_ms")
-    if ttl_ms is not None:
-        if type(ttl_ms) is not int or not 0 <= ttl_ms <= MAX_DURATION_MS:
-            return None
-        unseen_fields -= 1
-    delay_ms = raw.get("delay_ms")
-    if delay_ms is not None:
-        if type(delay_ms) is not int or not 0 <= delay_ms <= MAX_DURATION_MS:
-            return None
-        unseen_fields -= 1
-    if unseen_fields != 1 or size > max_message_bytes:
-        return None
-    return [routing_key, body, headers, ttl_ms, delay_ms]
-
-
-def _plain_headers_size(headers: dict[Any, Any]) -> int:
-    """`_headers_size` of headers that need no conversion (no `{"b64": ...}` values), or -1."""
-    if len(headers) > MAX_HEADERS:
-        return -1
-    total = 0
-    for key, value in headers.items():
-        if type(key) is not str or not key.isascii() or not 0 < len(key) <= MAX_KEY_CHARS:
-            return -1
-        total += len(key)
-        value_type = type(value)
-        if value_type is bytes:
-            total += len(value)
-        elif value_type is str:
-            if not value.isascii():
-                return -1
-            total += len(value)
-        elif value_type is int:
-            if not _MIN_HEADER_INT <= value <= _MAX_HEADER_INT:
-                return -1
-            total += 9
-        elif value is None or value_type is bool or (
-            value_type is float and math.isfinite(value)
-        ):
-            total += 9
-        else:
-            return -1
-    return total
-
-
-def _parse_message(raw: object, index: int, limits: ApiLimits, queue: str | None) -> list[Any]:
-    where = f"messages[{index}]"
-    fields = Fields(raw, _MESSAGE_FIELDS, where)
-    if fields.has("body") and fields.has("body_b64"):
-        raise bad_request(f"{where}: give only one of 'body' and 'body_b64'")
-    routing_key = fields.str_("routing_key", MAX_KEY_CHARS, default=queue or "")
-    if queue is not None and routing_key != queue:
-        raise bad_request(f"{where}: routing_key must be omitted or equal the queue name")
-    try:
-        body = body_from_wire({k: fields.raw(k) for k in ("body", "body_b64") if fields.has(k)})
-        headers = headers_from_wire(fields.raw("headers"))
-    except WireValueError as exc:
-        raise bad_request(f"{where}: {exc}") from None
-    if len(headers) > MAX_HEADERS:
-        raise bad_request(f"{where}: more than {MAX_HEADERS} headers")
-    size = len(body) + _headers_size(headers, where)
-    if size > limits.max_message_bytes:
-        raise bad_request(
-            f"{where}: {size} bytes exceeds the limit of {limits.max_message_bytes}",
-            codes.MESSAGE_TOO_LARGE,
-        )
-    ttl_ms = fields.optional_int("ttl_ms", 0, MAX_DURATION_MS)
-    delay_ms = fields.optional_int("delay_ms", 0, MAX_DURATION_MS)
-    return [routing_key, body, headers, ttl_ms, delay_ms]
-
-
-def _headers_size(headers: Mapping[str, object], where: str) -> int:
-    """Approximate stored size of headers; they count towards the message size limit."""
-    total = 0
-    for key, value in headers.items():
-        if not 0 < len(key) <= MAX_KEY_CHARS:
-            raise bad_request(f"{where}: header names must have 1..{MAX_KEY_CHARS} characters")
-        total += len(key.encode())
-        if isinstance(value, str):
-            total += len(value.encode())
-        elif isinstance(value, bytes):
-            total += len(value)
-        else:
-            total += 9
-    return total
 
 
 @dataclass(frozen=True)
@@ -382,7 +204,7 @@ class ClaimRequest:
 def parse_claim(document: object, limits: ApiLimits) -> ClaimRequest:
     fields = Fields(document, frozenset({"max_messages", "lease_ms", "wait_ms", "consumer"}))
     consumer = check_name(
-        "consumer", fields.str_("consumer", _MAX_NAME_FIELD_CHARS, default=DEFAULT_CONSUMER)
+        "consumer", fields.str_("consumer", MAX_NAME_FIELD_CHARS, default=DEFAULT_CONSUMER)
     )
     wait_ms = fields.int_("wait_ms", 0, 0, MAX_DURATION_MS)
     return ClaimRequest(

@@ -6,17 +6,11 @@ import asyncio
 
 from aiohttp import web
 
-from raftmq.broker.api.codec import (
-    ClaimRequest,
-    PublishRequest,
-    check_name,
-    parse_claim,
-    parse_publish,
-    parse_settle,
-)
+from raftmq.broker.api.codec import ClaimRequest, check_name, parse_claim, parse_settle
 from raftmq.broker.api.content import read_document, request_format, respond
 from raftmq.broker.api.context import ApiContext, context_of
 from raftmq.broker.api.errors import ApiError
+from raftmq.broker.api.publish_codec import PublishRequest, parse_publish
 from raftmq.broker.api.views import delivery_view
 from raftmq.broker.commands import Ack, Claim, ExtendLease, Nack
 from raftmq.broker.results import ClaimResult, Delivery, PublishResult, SettleResult

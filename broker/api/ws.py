@@ -44,12 +44,13 @@ from typing import Any, Literal, TypeVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from raftmq.broker.api.codec import Fields, parse_publish
+from raftmq.broker.api.codec import Fields
 from raftmq.broker.api.context import ApiContext, context_of
 from raftmq.broker.api.errors import ApiError, bad_request
 
 # The HTTP path's own helpers: one definition of how a publish is proposed and answered.
 from raftmq.broker.api.handlers_messages import _propose_publish, _receipt
+from raftmq.broker.api.publish_codec import parse_publish
 from raftmq.broker.results import PublishResult
 from raftmq.client import errors as codes
 from raftmq.client.wire import WireFormat, WireValueError, decode_document, encode_document

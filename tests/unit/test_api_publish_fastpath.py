@@ -12,11 +12,11 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from raftmq.broker.api import codec
-from raftmq.broker.api.codec import PublishRequest, parse_publish
+from raftmq.broker.api import publish_codec
 from raftmq.broker.api.context import raw_publish_command_problem
 from raftmq.broker.api.errors import ApiError
 from raftmq.broker.api.limits import ApiLimits
+from raftmq.broker.api.publish_codec import PublishRequest, parse_publish
 from raftmq.broker.commands import OutMessage, Publish, encode_command, encode_raw_publish
 from raftmq.broker.queue_validation import MAX_DURATION_MS, validate_command
 from raftmq.broker.queue_wire import RawPublish
@@ -253,7 +253,7 @@ def assert_fast_parse_agrees(document: object, queue: str | None,
             assume(False)  # a client cannot send what msgpack cannot carry
         document = decode_document(data, wire_format)
     fast = outcome(document, queue, limits)
-    with mock.patch.object(codec, "_plain_message", new=lambda *_args: None):
+    with mock.patch.object(publish_codec, "_plain_message", new=lambda *_args: None):
         general = outcome(document, queue, limits)
     assert fast == general
 
@@ -298,7 +298,7 @@ def test_fast_parse_takes_the_common_shape_and_builds_the_wire_form() -> None:
         {"routing_key": "a.b", "body": b"one", "headers": {"n": 1, "t": "x"}, "ttl_ms": 5},
         {"body": "two", "delay_ms": 0},
     ]}
-    with mock.patch.object(codec, "_parse_message", side_effect=AssertionError("general")):
+    with mock.patch.object(publish_codec, "_parse_message", side_effect=AssertionError("general")):
         parsed = parse_publish(document, LIMITS)
     assert parsed == PublishRequest("ex", [["a.b", b"one", {"n": 1, "t": "x"}, 5, None],
                                            ["", b"two", {}, None, 0]], "p", 3)

@@ -18,8 +18,8 @@ import pytest_asyncio
 
 from raftmq.broker.api import handlers_messages
 from raftmq.broker.api import ws as ws_module
-from raftmq.broker.api.codec import PublishRequest
 from raftmq.broker.api.context import ApiContext
+from raftmq.broker.api.publish_codec import PublishRequest
 from raftmq.broker.api.ws import DEFAULT_MAX_IN_FLIGHT, WS_HUB_KEY, WsHub
 from raftmq.broker.results import PublishResult
 from raftmq.client import (
