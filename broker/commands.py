@@ -16,6 +16,7 @@ import msgpack
 
 from raftmq.broker.queue_wire import (
     CommandDecodeError,
+    HeaderValue,
     RawPublish,
     read_bool,
     read_lease_pairs,
@@ -26,6 +27,12 @@ from raftmq.broker.queue_wire import (
     read_str,
     read_uint,
     unpack_array,
+)
+from raftmq.broker.stream_commands import (
+    STREAM_DECODERS,
+    STREAM_KINDS,
+    StreamCommand,
+    stream_fields,
 )
 
 __all__ = [
@@ -61,8 +68,6 @@ __all__ = [
 ]
 
 CODEC_VERSION = 1
-
-HeaderValue: TypeAlias = str | int | float | bool | bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +210,7 @@ Command: TypeAlias = (
     | Nack
     | ExtendLease
     | Tick
+    | StreamCommand
 )
 
 # Wire kind numbers: never renumber, only append.
@@ -226,6 +232,7 @@ _KIND_BY_TYPE: dict[type, int] = {
     Nack: KIND_NACK,
     ExtendLease: KIND_EXTEND_LEASE,
     Tick: 13,
+    **STREAM_KINDS,
 }
 
 
@@ -254,6 +261,8 @@ def _leases_fields(leases: tuple[LeaseRef, ...]) -> list[int]:
 
 
 def _fields(cmd: Command) -> list[Any]:
+    if isinstance(cmd, StreamCommand):
+        return stream_fields(cmd)
     if isinstance(cmd, Publish):
         messages = [
             [m.routing_key, m.body, m.headers, m.ttl_ms, m.delay_ms] for m in cmd.messages
@@ -375,6 +384,7 @@ _DECODERS: dict[int, tuple[int, _Decoder]] = {
     KIND_NACK: (4, _nack),
     KIND_EXTEND_LEASE: (3, _extend),
     13: (0, lambda now, f: Tick(now)),
+    **STREAM_DECODERS,
 }
 
 

@@ -8,16 +8,28 @@ replicated state (part of snapshots) and bounded by count and idle time.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TypeAlias, TypeVar
 
-from raftmq.broker.results import SEQUENCE_TOO_OLD, ErrorResult, PublishResult
+from raftmq.broker.results import (
+    INVALID_ARGUMENT,
+    SEQUENCE_TOO_OLD,
+    ErrorResult,
+    PublishResult,
+)
+from raftmq.broker.stream_results import StreamPublishResult
 
 __all__ = [
     "MAX_PRODUCERS",
     "PRODUCER_IDLE_MS",
     "PRODUCER_WINDOW",
+    "AnyPublishResult",
     "ProducerRecord",
     "ProducerTable",
 ]
+
+AnyPublishResult: TypeAlias = PublishResult | StreamPublishResult
+
+ResultT = TypeVar("ResultT", PublishResult, StreamPublishResult)
 
 PRODUCER_WINDOW = 64
 MAX_PRODUCERS = 10_000
@@ -31,7 +43,7 @@ class ProducerRecord:
         self.max_sequence = max_sequence
         self.last_seen_ms = last_seen_ms
         # sequence -> result, only for sequences within PRODUCER_WINDOW of max_sequence.
-        self.results: dict[int, PublishResult] = {}
+        self.results: dict[int, AnyPublishResult] = {}
 
 
 class ProducerTable:
@@ -46,15 +58,27 @@ class ProducerTable:
         return len(self.records)
 
     def check(
-        self, producer_id: str, sequence: int, now_ms: int
-    ) -> PublishResult | ErrorResult | None:
-        """The answer for a batch already seen (duplicate or too old), or None to apply it."""
+        self,
+        producer_id: str,
+        sequence: int,
+        now_ms: int,
+        kind: type[ResultT],
+    ) -> ResultT | ErrorResult | None:
+        """The answer for a batch already seen (duplicate or too old), or None to apply it.
+        `kind` is the result type the publish being checked produces."""
         record = self.records.get(producer_id)
         if record is None:
             return None
         cached = record.results.get(sequence)
         if cached is not None:
             self._touch(producer_id, record, now_ms)
+            if type(cached) is not kind:
+                return ErrorResult(
+                    INVALID_ARGUMENT,
+                    f"sequence {sequence} of producer {producer_id!r} was used by a publish to "
+                    f"a {'stream' if kind is PublishResult else 'exchange'}; a producer's "
+                    "sequences are shared by all its publishes",
+                )
             return replace(cached, duplicate=True)
         if sequence <= record.max_sequence - PRODUCER_WINDOW:
             return ErrorResult(
@@ -64,7 +88,9 @@ class ProducerTable:
             )
         return None
 
-    def record(self, producer_id: str, sequence: int, result: PublishResult, now_ms: int) -> None:
+    def record(
+        self, producer_id: str, sequence: int, result: AnyPublishResult, now_ms: int
+    ) -> None:
         record = self.records.get(producer_id)
         if record is None:
             record = ProducerRecord(sequence, now_ms)

@@ -14,6 +14,7 @@ from raftmq.broker.queue_message import DELAYED, LEASED, READY, QueuedMessage, S
 from raftmq.broker.queue_state import DROP_HEAD, QueueState
 from raftmq.broker.queue_timers import DELAY, LEASE, TTL, Timer, TimerHeap
 from raftmq.broker.routing import Router
+from raftmq.broker.stream_state import StreamState
 
 __all__ = [
     "MAX_DEATH_COUNT",
@@ -48,6 +49,10 @@ class BrokerCore:
         "queues",
         "ready_notifications",
         "router",
+        "stream_appends",
+        "stream_bytes",
+        "stream_deadline_ms",
+        "streams",
         "timers",
         "total_body_bytes",
     )
@@ -63,11 +68,56 @@ class BrokerCore:
         self.router = Router()
         self.timers = TimerHeap()
         self.producers = ProducerTable()
+        self.streams: dict[str, StreamState] = {}
+        self.stream_bytes = 0  # body bytes of every readable stream record
+        # No stream deadline (age retention, group session) falls before this; it may be
+        # early, never late: firing then finds nothing due and computes the exact next one.
+        self.stream_deadline_ms: int | None = None
         # Not state: transient work list and wake-up hints.
         self.pending_dead_letters: deque[tuple[QueueState, QueuedMessage, str]] = deque()
         self.ready_notifications: dict[str, None] = {}
+        self.stream_appends: dict[tuple[str, int], None] = {}
+
+    def __contains__(self, name: object) -> bool:
+        """Whether a queue or stream has this name (what the default exchange routes to)."""
+        return name in self.queues or name in self.streams
 
     # ------------------------------------------------------------ storing and removing
+
+    def deliver(
+        self, target: str, stored: StoredBody, ttl_ms: int | None, delay_ms: int | None
+    ) -> bool:
+        """Store a routed message in the queue or stream named `target`."""
+        queue = self.queues.get(target)
+        if queue is not None:
+            return self.store(queue, stored, ttl_ms, delay_ms)
+        return self.append_to_stream(self.streams[target], stored)
+
+    def append_to_stream(self, stream: StreamState, stored: StoredBody) -> bool:
+        """A routed message reaches a stream keyed by its routing key (round-robin when that
+        is empty); TTL and delay are queue features and do not apply. False if the stream's
+        message size limit rejects it."""
+        max_size = stream.args.max_message_bytes
+        body = stored.body
+        if max_size is not None and len(body) > max_size:
+            return False
+        key = stored.routing_key or None
+        partition = stream.choose_partition(key)
+        _offset, freed = stream.append(partition, (self.now_ms, key, body, stored.headers))
+        self.stream_bytes += len(body) - freed
+        self.stream_appends[(stream.name, partition)] = None
+        self.note_stream_head(stream)
+        return True
+
+    def note_stream_head(self, stream: StreamState) -> None:
+        # An append to an empty partition can bring the next age deadline forward.
+        if stream.args.max_age_ms is not None:
+            self.lower_stream_deadline(stream.next_age_deadline_ms())
+
+    def lower_stream_deadline(self, candidate: int | None) -> None:
+        current = self.stream_deadline_ms
+        if candidate is not None and (current is None or candidate < current):
+            self.stream_deadline_ms = candidate
 
     def store(
         self, queue: QueueState, stored: StoredBody, ttl_ms: int | None, delay_ms: int | None
@@ -182,7 +232,7 @@ class BrokerCore:
         routing_key = queue.args.dead_letter_routing_key
         if routing_key is None:
             routing_key = stored.routing_key
-        targets = self.router.route(exchange, routing_key, self.queues)
+        targets = self.router.route(exchange, routing_key, self)
         if not targets:
             return False
         headers = dict(stored.headers)
@@ -198,7 +248,7 @@ class BrokerCore:
         reborn = StoredBody(message_id, stored.body, headers, routing_key, exchange, self.now_ms)
         stored_anywhere = False
         for target in targets:
-            if self.store(self.queues[target], reborn, None, None):
+            if self.deliver(target, reborn, None, None):
                 stored_anywhere = True
         return stored_anywhere
 
@@ -249,7 +299,11 @@ class BrokerCore:
         # Moot entries on top would only cause pointless ticks; dropping them changes nothing.
         while entries and not self.timer_is_live(entries[0]):
             self.timers.drop_top()
-        return self.timers.next_deadline_ms()
+        queue_deadline = self.timers.next_deadline_ms()
+        stream_deadline = self.stream_deadline_ms
+        if queue_deadline is None or stream_deadline is None:
+            return stream_deadline if queue_deadline is None else queue_deadline
+        return min(queue_deadline, stream_deadline)
 
     def rebuild_timers(self) -> None:
         """After a restore: one entry per live timer, in the heap order the original had."""

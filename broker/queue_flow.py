@@ -41,18 +41,19 @@ def publish(
 ) -> PublishResult | ErrorResult:
     """Publish messages given in wire form `[routing_key, body, headers, ttl_ms, delay_ms]`."""
     if producer_id is not None:
-        seen = core.producers.check(producer_id, sequence or 0, core.now_ms)
+        seen = core.producers.check(producer_id, sequence or 0, core.now_ms, PublishResult)
         if seen is not None:
             return seen
     if exchange and exchange not in core.router.exchanges:
         return ErrorResult(EXCHANGE_NOT_FOUND, f"exchange {exchange!r} does not exist")
     if max_total_bytes:
         incoming = sum(len(m[1]) for m in messages)
-        if core.total_body_bytes + incoming > max_total_bytes:
+        held = core.total_body_bytes + core.stream_bytes  # the limit covers streams too
+        if held + incoming > max_total_bytes:
             return ErrorResult(
                 RESOURCE_EXHAUSTED,
-                f"the broker holds {core.total_body_bytes} body bytes; {incoming} more would "
-                f"exceed the limit of {max_total_bytes}",
+                f"the broker holds {held} body bytes; {incoming} more would exceed the limit "
+                f"of {max_total_bytes}",
             )
     result = _store_batch(core, exchange, messages)
     if producer_id is not None:
@@ -79,7 +80,7 @@ def _store_batch(
     for index, (routing_key, body, headers, ttl_ms, delay_ms) in enumerate(messages):
         message_id += 1
         if routing_key != last_key:  # batches usually repeat one routing key
-            targets = route(exchange, routing_key, queues)
+            targets = route(exchange, routing_key, core)
             last_key = routing_key
         if not targets:
             unroutable.append(index)
@@ -87,7 +88,12 @@ def _store_batch(
         stored = StoredBody(message_id, body, headers, routing_key, exchange, now)
         stored_anywhere = False
         for target in targets:
-            if store(queues[target], stored, ttl_ms, delay_ms):
+            queue = queues.get(target)
+            if queue is not None:
+                stored_here = store(queue, stored, ttl_ms, delay_ms)
+            else:  # a stream: the router only names queues and streams
+                stored_here = core.append_to_stream(core.streams[target], stored)
+            if stored_here:
                 stored_anywhere = True
             elif not rejected or rejected[-1] != index:
                 rejected.append(index)

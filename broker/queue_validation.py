@@ -34,6 +34,19 @@ from raftmq.broker.names import MAX_ROUTING_KEY_LEN
 from raftmq.broker.queue_state import OVERFLOW_POLICIES
 from raftmq.broker.queue_wire import RawPublish, message_type_problem
 from raftmq.broker.routing import EXCHANGE_TYPES
+from raftmq.broker.stream_validation import STREAM_CHECKS
+from raftmq.broker.value_checks import (
+    MAX_COUNT,
+    MAX_DURATION_MS,
+    MAX_TIME_MS,
+    count_problem,
+    declare_name_problem,
+    first_problem,
+    flag_problem,
+    key_problem,
+    name_problem,
+    opt_count_problem,
+)
 
 __all__ = [
     "MAX_CLAIM_MESSAGES",
@@ -59,50 +72,15 @@ MAX_CLAIM_MESSAGES = 1000
 MAX_LEASE_MS = 43_200_000
 MAX_PUBLISH_MESSAGES = 10_000
 MAX_SETTLE_LEASES = 10_000
-# Bounds that keep every sum of a time and a duration far inside msgpack's 64-bit integers.
-MAX_TIME_MS = 2**53
-MAX_DURATION_MS = 2**40  # ~35 years: any TTL or delay beyond it is a mistake
-MAX_COUNT = 2**62
 
-# Names and keys are type-checked here, not in `names`, whose API is typed `str`: commands built
-# from decoded JSON may carry anything.
-def _name(kind: str, value: object) -> str | None:
-    if type(value) is not str:
-        return f"{kind} name must be a string"
-    return names.validate_name(kind, value)
-
-
-def _declare_name(kind: str, value: object) -> str | None:
-    if type(value) is not str:
-        return f"{kind} name must be a string"
-    return names.validate_declare_name(kind, value)
-
-
-def _key(what: str, value: object) -> str | None:
-    if type(value) is not str:
-        return f"{what} must be a string"
-    return names.validate_routing_key(what, value)
-
-
-def _count(value: object, what: str, low: int = 0, high: int = MAX_COUNT) -> str | None:
-    if type(value) is not int or not low <= value <= high:
-        return f"{what} must be an integer in {low}..{high}"
-    return None
-
-
-def _opt_count(value: object, what: str, low: int = 0, high: int = MAX_COUNT) -> str | None:
-    return None if value is None else _count(value, what, low, high)
-
-
-def _flag(value: object, what: str) -> str | None:
-    return None if type(value) is bool else f"{what} must be a boolean"
-
-
-def _first(*errors: str | None) -> str | None:
-    for error in errors:
-        if error is not None:
-            return error
-    return None
+# Short local names: the checks table below reads as a list of rules.
+_name = name_problem
+_declare_name = declare_name_problem
+_key = key_problem
+_count = count_problem
+_opt_count = opt_count_problem
+_flag = flag_problem
+_first = first_problem
 
 
 def validate_queue_args(args: object) -> str | None:
@@ -251,7 +229,7 @@ def _binding(cmd: Bind | Unbind) -> str | None:
         return "the default exchange has no explicit bindings"
     return _first(
         _name("exchange", cmd.exchange),
-        _name("queue", cmd.queue),
+        _name("queue", cmd.queue),  # or a stream: they share one namespace
         _key("binding key", cmd.binding_key),
     )
 
@@ -294,7 +272,7 @@ _CHECKS: dict[type, Callable[[Any], str | None]] = {
 
 def validate_command(cmd: Command) -> str | None:
     """Why `cmd` is invalid (a message for an `invalid_argument` error), or None."""
-    check = _CHECKS.get(type(cmd))
+    check = _CHECKS.get(type(cmd)) or STREAM_CHECKS.get(type(cmd))
     if check is None:
         return "unknown command type"
     return _count(cmd.now_ms, "now_ms", 0, MAX_TIME_MS) or check(cmd)

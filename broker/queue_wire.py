@@ -13,6 +13,7 @@ import msgpack
 
 __all__ = [
     "CommandDecodeError",
+    "HeaderValue",
     "RawPublish",
     "message_type_problem",
     "read_bool",
@@ -25,6 +26,9 @@ __all__ = [
     "read_uint",
     "unpack_array",
 ]
+
+
+HeaderValue: TypeAlias = str | int | float | bool | bytes | None
 
 
 class CommandDecodeError(ValueError):

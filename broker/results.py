@@ -10,18 +10,27 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from raftmq.broker.commands import HeaderValue, QueueArgs
+from raftmq.broker.stream_results import GroupAssignment, StreamPublishResult
 
 __all__ = [
     "DECODE_ERROR",
     "EXCHANGE_NOT_FOUND",
+    "GROUP_NOT_FOUND",
     "INTERNAL_ERROR",
     "INVALID_ARGUMENT",
     "IN_USE",
     "LEASE_EXPIRED",
+    "MESSAGE_TOO_LARGE",
+    "OFFSET_OUT_OF_RANGE",
+    "PARTITION_NOT_ASSIGNED",
+    "PARTITION_NOT_FOUND",
     "PRECONDITION_FAILED",
     "QUEUE_NOT_FOUND",
     "RESOURCE_EXHAUSTED",
     "SEQUENCE_TOO_OLD",
+    "STALE_GENERATION",
+    "STREAM_NOT_FOUND",
+    "UNKNOWN_MEMBER",
     "UNKNOWN_MESSAGE",
     "BindingInfo",
     "ClaimResult",
@@ -46,6 +55,14 @@ RESOURCE_EXHAUSTED = "resource_exhausted"
 SEQUENCE_TOO_OLD = "sequence_too_old"
 DECODE_ERROR = "decode_error"
 INTERNAL_ERROR = "internal_error"
+STREAM_NOT_FOUND = "stream_not_found"
+PARTITION_NOT_FOUND = "partition_not_found"
+GROUP_NOT_FOUND = "group_not_found"
+OFFSET_OUT_OF_RANGE = "offset_out_of_range"
+MESSAGE_TOO_LARGE = "message_too_large"
+UNKNOWN_MEMBER = "unknown_member"
+STALE_GENERATION = "stale_generation"
+PARTITION_NOT_ASSIGNED = "partition_not_assigned"
 
 # SettleResult failure codes.
 LEASE_EXPIRED = "lease_expired"
@@ -103,7 +120,10 @@ class SettleResult:
     failures: tuple[tuple[int, str], ...]
 
 
-Result: TypeAlias = ErrorResult | OkResult | PurgeResult | PublishResult | ClaimResult | SettleResult
+Result: TypeAlias = (
+    ErrorResult | OkResult | PurgeResult | PublishResult | ClaimResult | SettleResult
+    | StreamPublishResult | GroupAssignment
+)
 
 
 @dataclass(frozen=True, slots=True)

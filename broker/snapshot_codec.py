@@ -15,10 +15,10 @@ so the per-message tables are checked and built a column at a time with builtins
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from itertools import chain, compress, islice
-from operator import attrgetter, lt
+from itertools import compress
+from operator import attrgetter
 from typing import Any
 
 import lz4.frame
@@ -27,28 +27,37 @@ import msgpack
 from raftmq.broker import producers
 from raftmq.broker.commands import QueueArgs
 from raftmq.broker.names import validate_declare_name, validate_name, validate_routing_key
-from raftmq.broker.producers import ProducerRecord, ProducerTable
+from raftmq.broker.producers import AnyPublishResult, ProducerRecord, ProducerTable
 from raftmq.broker.queue_core import BrokerCore
 from raftmq.broker.queue_message import LEASED, READY, QueuedMessage, StoredBody
 from raftmq.broker.queue_state import COUNTER_NAMES, QueueCounters, QueueState
-from raftmq.broker.queue_validation import MAX_COUNT, validate_queue_args
+from raftmq.broker.queue_validation import validate_queue_args
 from raftmq.broker.results import PublishResult
 from raftmq.broker.routing import EXCHANGE_TYPES, Exchange
+from raftmq.broker.snapshot_checks import INT_OR_NONE as _INT_OR_NONE
+from raftmq.broker.snapshot_checks import SnapshotError
+from raftmq.broker.snapshot_checks import array as _list
+from raftmq.broker.snapshot_checks import check as _check
+from raftmq.broker.snapshot_checks import check_headers as _check_headers
+from raftmq.broker.snapshot_checks import ids_column as _ids_column
+from raftmq.broker.snapshot_checks import opt_text as _opt_str
+from raftmq.broker.snapshot_checks import opt_uint as _opt_uint
+from raftmq.broker.snapshot_checks import text as _str
+from raftmq.broker.snapshot_checks import types_of as _types
+from raftmq.broker.snapshot_checks import uint as _uint
+from raftmq.broker.snapshot_checks import uint_column as _uint_column
+from raftmq.broker.snapshot_checks import valid as _valid
+from raftmq.broker.stream_results import StreamPublishResult
+from raftmq.broker.stream_snapshot import decode_streams, encode_streams
 
 __all__ = ["SNAPSHOT_VERSION", "SnapshotError", "decode_snapshot", "encode_snapshot"]
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2 added streams; version 1 snapshots still restore
+_ROOT_FIELDS = {1: 9, 2: 10}
 _MAGIC = b"RMQS"
 # A queue's message table is flat: id, state, delivery count, lease id, lease expiry, expiry,
 # ready time of each message in turn.
 _MESSAGE_FIELDS = 7
-_HEADER_TYPES = frozenset((str, int, float, bool, bytes, type(None)))
-_INT = frozenset((int,))
-_INT_OR_NONE = frozenset((int, type(None)))
-
-
-class SnapshotError(ValueError):
-    """The bytes are not a valid broker snapshot."""
 
 
 # ---------------------------------------------------------------- encoding
@@ -87,85 +96,29 @@ def _payload(core: BrokerCore) -> bytes:
     ]
     producers = [
         [pid, rec.max_sequence, rec.last_seen_ms,
-         [[seq, r.accepted, list(r.unroutable), list(r.rejected), r.first_message_id]
-          for seq, r in rec.results.items()]]
+         [_producer_result(seq, r) for seq, r in rec.results.items()]]
         for pid, rec in core.producers.records.items()
     ]
     payload: bytes = msgpack.packb(
         [SNAPSHOT_VERSION, core.now_ms, core.next_message_id, core.next_lease_id,
-         core.dead_letter_dropped, exchanges, queues, body_list, producers],
+         core.dead_letter_dropped, exchanges, queues, body_list, producers,
+         encode_streams(core)],
         use_bin_type=True,
     )
     return payload
 
 
+def _producer_result(sequence: int, result: AnyPublishResult) -> list[Any]:
+    # Exchange publishes are 5 items (the version 1 layout), stream publishes 3.
+    if isinstance(result, StreamPublishResult):
+        return [sequence, list(result.partitions), list(result.offsets)]
+    return [sequence, result.accepted, list(result.unroutable), list(result.rejected),
+            result.first_message_id]
+
+
 def _args_fields(args: QueueArgs) -> list[Any]:
     return [args.max_length, args.max_length_bytes, args.overflow, args.message_ttl_ms,
             args.delivery_limit, args.dead_letter_exchange, args.dead_letter_routing_key]
-
-
-# ---------------------------------------------------------------- decoding helpers
-
-
-def _check(ok: bool, what: str) -> None:
-    if not ok:
-        raise SnapshotError(f"corrupt snapshot: {what}")
-
-
-def _uint(value: object, what: str) -> int:
-    # Bounded so that no later sum (a time plus a duration) can outgrow msgpack's integers.
-    if type(value) is not int or not 0 <= value <= MAX_COUNT:
-        raise SnapshotError(f"corrupt snapshot: {what} is not an integer in 0..{MAX_COUNT}")
-    return value
-
-
-def _opt_uint(value: object, what: str) -> int | None:
-    return None if value is None else _uint(value, what)
-
-
-def _str(value: object, what: str) -> str:
-    if type(value) is not str:
-        raise SnapshotError(f"corrupt snapshot: {what} is not a string")
-    return value
-
-
-def _opt_str(value: object, what: str) -> str | None:
-    return None if value is None else _str(value, what)
-
-
-def _list(value: object, what: str, length: int | None = None) -> list[Any]:
-    if type(value) is not list or (length is not None and len(value) != length):
-        raise SnapshotError(f"corrupt snapshot: {what} is malformed")
-    return value
-
-
-def _valid(error: str | None) -> None:
-    _check(error is None, str(error))
-
-
-def _types(items: Iterable[object]) -> set[type]:
-    return set(map(type, items))
-
-
-def _uint_column(column: Sequence[Any], what: str, high: int = MAX_COUNT) -> None:
-    """`_uint` of every item. `type(...) is int` matters: bools and floats compare as numbers."""
-    if not column:
-        return
-    valid = _types(column) <= _INT
-    if valid and column.count(column[0]) == len(column):  # one value throughout is common
-        valid = 0 <= column[0] <= high
-    elif valid:
-        valid = min(column) >= 0 and max(column) <= high
-    if not valid:
-        raise SnapshotError(f"corrupt snapshot: every {what} must be an integer in 0..{high}")
-
-
-def _ids_column(column: Sequence[Any], what: str, below: int = MAX_COUNT + 1) -> None:
-    """Message ids: integers, increasing strictly from 1 up, all below `below`."""
-    _check(_types(column) <= _INT, f"every {what} must be an integer")
-    _check(not column or (column[0] > 0 and column[-1] < below
-                          and all(map(lt, column, islice(column, 1, None)))),
-           f"{what}s out of order or range")
 
 
 # ---------------------------------------------------------------- decoding
@@ -213,9 +166,12 @@ def _decode(data: bytes) -> BrokerCore:
     except Exception as error:  # lz4 and msgpack raise many types for garbage; all mean corrupt
         raise SnapshotError(f"corrupt snapshot: {type(error).__name__}: {error}") from None
     del payload  # every body is copied out of it by now: do not hold both at once
-    fields = _list(root, "root", 9)
-    _check(fields[0] == SNAPSHOT_VERSION and type(fields[0]) is int,
-           f"unsupported snapshot version {fields[0]!r}")
+    fields = _list(root, "root")
+    _check(bool(fields), "root is malformed")
+    version = fields[0]
+    _check(type(version) is int and version in _ROOT_FIELDS,
+           f"unsupported snapshot version {version!r}")
+    _check(len(fields) == _ROOT_FIELDS[version], "root is malformed")
     core = BrokerCore()
     core.now_ms = _uint(fields[1], "now_ms")
     core.next_message_id = _uint(fields[2], "next_message_id")
@@ -224,6 +180,8 @@ def _decode(data: bytes) -> BrokerCore:
     bodies = _decode_bodies(fields[7], core.next_message_id)
     for raw in _list(fields[6], "queues"):
         _decode_queue(core, raw, bodies)
+    if version >= 2:
+        decode_streams(core, fields[9])  # before exchanges: bindings may name streams
     for raw in _list(fields[5], "exchanges"):
         _decode_exchange(core, raw)
     stored = list(bodies.values())
@@ -261,14 +219,6 @@ def _decode_bodies(value: object, next_message_id: int) -> dict[int, StoredBody]
     _uint_column(published, "published_ms")
     stored = map(StoredBody, message_ids, body_bytes, headers, routing_keys, exchanges, published)
     return dict(zip(message_ids, stored, strict=True))
-
-
-def _check_headers(column: Sequence[Any]) -> None:
-    _check(_types(column) == {dict}, "headers are not a map")
-    filled: list[dict[Any, Any]] = list(filter(None, column))
-    _check(_types(chain.from_iterable(filled)) <= {str}, "bad header name")
-    _check(_types(chain.from_iterable(map(dict.values, filled))) <= _HEADER_TYPES,
-           "bad header value")
 
 
 def _decode_queue(core: BrokerCore, raw: object, bodies: dict[int, StoredBody]) -> None:
@@ -338,7 +288,7 @@ def _decode_exchange(core: BrokerCore, raw: object) -> None:
     core.router.exchanges[name] = Exchange(name, exchange_type, alternate)
     for pair in _list(bindings, "bindings"):
         queue, key = _list(pair, "binding", 2)
-        _check(_str(queue, "bound queue") in core.queues, "binding to a missing queue")
+        _check(_str(queue, "bound queue") in core, "binding to a missing queue or stream")
         _valid(validate_routing_key("binding key", _str(key, "binding key")))
         _check(core.router.bind(name, queue, key), "binding twice")
 
@@ -356,16 +306,30 @@ def _decode_producers(value: object) -> ProducerTable:
         previous_seen = last_seen
         previous_seq = max_sequence - window
         for item in _list(results, "producer results"):
-            seq, accepted, unroutable, rejected, first_id = _list(item, "producer result", 5)
+            row = _list(item, "producer result")
+            _check(bool(row), "producer result is malformed")
+            seq = _uint(row[0], "sequence")
             # The table relies on results being in sequence order, within the window.
-            _check(previous_seq < _uint(seq, "sequence") <= max_sequence, "sequence out of order")
+            _check(previous_seq < seq <= max_sequence, "sequence out of order")
             previous_seq = seq
-            record.results[seq] = PublishResult(
-                _uint(accepted, "accepted"),
-                tuple(_uint(i, "index") for i in _list(unroutable, "unroutable")),
-                tuple(_uint(i, "index") for i in _list(rejected, "rejected")),
-                False,
-                _uint(first_id, "first message id"),
-            )
+            record.results[seq] = _decode_producer_result(row)
         table.records[pid] = record
     return table
+
+
+def _decode_producer_result(item: list[Any]) -> AnyPublishResult:
+    if len(item) == 3:
+        partitions = _list(item[1], "partitions")
+        offsets = _list(item[2], "offsets")
+        _uint_column(partitions, "partition")
+        _uint_column(offsets, "offset")
+        _check(len(partitions) == len(offsets), "partitions and offsets differ in length")
+        return StreamPublishResult(tuple(partitions), tuple(offsets))
+    _seq, accepted, unroutable, rejected, first_id = _list(item, "producer result", 5)
+    return PublishResult(
+        _uint(accepted, "accepted"),
+        tuple(_uint(i, "index") for i in _list(unroutable, "unroutable")),
+        tuple(_uint(i, "index") for i in _list(rejected, "rejected")),
+        False,
+        _uint(first_id, "first message id"),
+    )

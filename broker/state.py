@@ -11,7 +11,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from raftmq.broker import queue_flow
+from raftmq.broker import queue_flow, stream_flow, topology
 from raftmq.broker.commands import (
     KIND_ACK,
     KIND_EXTEND_LEASE,
@@ -57,22 +57,30 @@ from raftmq.broker.queue_wire import (
 )
 from raftmq.broker.results import (
     DECODE_ERROR,
-    EXCHANGE_NOT_FOUND,
-    IN_USE,
     INTERNAL_ERROR,
     INVALID_ARGUMENT,
-    PRECONDITION_FAILED,
-    QUEUE_NOT_FOUND,
     BindingInfo,
     ErrorResult,
     ExchangeInfo,
     OkResult,
-    PurgeResult,
     QueueInfo,
     Result,
 )
 from raftmq.broker.routing import DIRECT, Exchange
 from raftmq.broker.snapshot_codec import decode_snapshot, encode_snapshot
+from raftmq.broker.stream_commands import (
+    KIND_STREAM_PUBLISH,
+    CommitOffsets,
+    DeclareStream,
+    DeleteStream,
+    GroupHeartbeat,
+    JoinGroup,
+    LeaveGroup,
+    StreamPublish,
+    read_stream_publish_fields,
+)
+from raftmq.broker.stream_reader import StreamReader
+from raftmq.broker.stream_validation import raw_stream_publish_problem
 
 __all__ = ["BrokerState"]
 
@@ -95,13 +103,27 @@ class BrokerState:
                 self._core, c.queue, flatten_leases(c.leases), c.lease_ms
             ),
             Tick: lambda c: OkResult(),
-            DeclareExchange: self._declare_exchange,
-            DeleteExchange: self._delete_exchange,
-            DeclareQueue: self._declare_queue,
-            DeleteQueue: self._delete_queue,
-            PurgeQueue: self._purge_queue,
-            Bind: self._bind,
-            Unbind: self._unbind,
+            DeclareExchange: lambda c: topology.declare_exchange(self._core, c),
+            DeleteExchange: lambda c: topology.delete_exchange(self._core, c),
+            DeclareQueue: lambda c: topology.declare_queue(self._core, c),
+            DeleteQueue: lambda c: topology.delete_queue(self._core, c),
+            PurgeQueue: lambda c: topology.purge_queue(self._core, c),
+            Bind: lambda c: topology.bind(self._core, c),
+            Unbind: lambda c: topology.unbind(self._core, c),
+            DeclareStream: lambda c: stream_flow.declare_stream(self._core, c),
+            DeleteStream: lambda c: stream_flow.delete_stream(self._core, c),
+            StreamPublish: lambda c: stream_flow.stream_publish(
+                self._core,
+                c.stream,
+                [[m.key, m.partition, m.body, m.headers] for m in c.messages],
+                c.producer_id,
+                c.sequence,
+                c.max_total_bytes,
+            ),
+            JoinGroup: lambda c: stream_flow.join_group(self._core, c),
+            GroupHeartbeat: lambda c: stream_flow.group_heartbeat(self._core, c),
+            LeaveGroup: lambda c: stream_flow.leave_group(self._core, c),
+            CommitOffsets: lambda c: stream_flow.commit_offsets(self._core, c),
         }
 
     # ------------------------------------------------------------ StateMachine protocol
@@ -116,6 +138,8 @@ class BrokerState:
                 return self._apply_raw_publish(items[2], read_publish_fields(items[3:]))
             if kind in _SETTLE_KINDS:
                 return self._apply_raw_settle(items)
+            if kind == KIND_STREAM_PUBLISH:
+                return self._apply_raw_stream_publish(items[2], items[3:])
             cmd = decode_items(items)
         except CommandDecodeError as error:
             return ErrorResult(DECODE_ERROR, str(error))
@@ -137,6 +161,14 @@ class BrokerState:
             lambda: queue_flow.publish(
                 self._core, exchange, messages, producer_id, sequence, max_total_bytes
             ),
+        )
+
+    def _apply_raw_stream_publish(self, now_ms: int, raw_fields: list[Any]) -> Result:
+        fields = read_stream_publish_fields(raw_fields)
+        return self._execute(
+            now_ms,
+            lambda: raw_stream_publish_problem(fields),
+            lambda: stream_flow.stream_publish(self._core, *fields),
         )
 
     def _apply_raw_settle(self, items: list[Any]) -> Result:
@@ -173,6 +205,7 @@ class BrokerState:
                 core.now_ms = now_ms
             core.producers.expire_idle(core.now_ms)
             core.fire_due_timers()
+            stream_flow.fire_stream_deadlines(core)
             return action()
         except Exception as error:  # a bug must not take the replica down; same on every replica
             self._core.pending_dead_letters.clear()
@@ -189,90 +222,6 @@ class BrokerState:
 
     def restore(self, data: bytes) -> None:
         self._core = decode_snapshot(data)  # raises SnapshotError; leaves self untouched then
-
-    # ------------------------------------------------------------ admin commands
-
-    def _declare_exchange(self, cmd: DeclareExchange) -> Result:
-        exchanges = self._core.router.exchanges
-        found = exchanges.get(cmd.name)
-        if found is None:
-            exchanges[cmd.name] = Exchange(cmd.name, cmd.type, cmd.alternate_exchange)
-            return OkResult(created=True)
-        if found.type != cmd.type or found.alternate_exchange != cmd.alternate_exchange:
-            return ErrorResult(
-                PRECONDITION_FAILED,
-                f"exchange {cmd.name!r} exists as type {found.type!r} with alternate exchange "
-                f"{found.alternate_exchange!r}",
-            )
-        return OkResult(created=False)
-
-    def _delete_exchange(self, cmd: DeleteExchange) -> Result:
-        router = self._core.router
-        found = router.exchanges.get(cmd.name)
-        if found is None:
-            return _no_exchange(cmd.name)
-        if cmd.if_unused and found.bindings:
-            return ErrorResult(IN_USE, f"exchange {cmd.name!r} has {len(found.bindings)} bindings")
-        router.remove_exchange(cmd.name)
-        return OkResult()
-
-    def _declare_queue(self, cmd: DeclareQueue) -> Result:
-        queues = self._core.queues
-        found = queues.get(cmd.name)
-        if found is None:
-            queues[cmd.name] = QueueState(cmd.name, cmd.args)
-            return OkResult(created=True)
-        if found.args != cmd.args:
-            return ErrorResult(
-                PRECONDITION_FAILED, f"queue {cmd.name!r} exists with other args {found.args}"
-            )
-        return OkResult(created=False)
-
-    def _delete_queue(self, cmd: DeleteQueue) -> Result:
-        core = self._core
-        queue = core.queues.get(cmd.name)
-        if queue is None:
-            return _no_queue(cmd.name)
-        if cmd.if_empty and queue.messages:
-            return ErrorResult(IN_USE, f"queue {cmd.name!r} holds {len(queue.messages)} messages")
-        core.router.remove_queue(cmd.name)
-        for msg in queue.messages.values():
-            core.release(msg.stored)
-        core.message_count -= len(queue.messages)
-        del core.queues[cmd.name]
-        core.ready_notifications.pop(cmd.name, None)
-        return OkResult()
-
-    def _purge_queue(self, cmd: PurgeQueue) -> Result:
-        core = self._core
-        queue = core.queues.get(cmd.name)
-        if queue is None:
-            return _no_queue(cmd.name)
-        removed = queue.remove_unleased()
-        for msg in removed:
-            core.release(msg.stored)
-        core.message_count -= len(removed)
-        return PurgeResult(len(removed))
-
-    def _binding_targets_exist(self, exchange: str, queue: str) -> ErrorResult | None:
-        if exchange not in self._core.router.exchanges:
-            return _no_exchange(exchange)
-        if queue not in self._core.queues:
-            return _no_queue(queue)
-        return None
-
-    def _bind(self, cmd: Bind) -> Result:
-        missing = self._binding_targets_exist(cmd.exchange, cmd.queue)
-        if missing is not None:
-            return missing
-        return OkResult(created=self._core.router.bind(cmd.exchange, cmd.queue, cmd.binding_key))
-
-    def _unbind(self, cmd: Unbind) -> Result:
-        missing = self._binding_targets_exist(cmd.exchange, cmd.queue)
-        if missing is not None:
-            return missing
-        self._core.router.unbind(cmd.exchange, cmd.queue, cmd.binding_key)
-        return OkResult()
 
     # ------------------------------------------------------------ queries
 
@@ -315,6 +264,15 @@ class BrokerState:
 
     def has_exchange(self, name: str) -> bool:
         return name == DEFAULT_EXCHANGE or name in self._core.router.exchanges
+
+    def streams(self) -> StreamReader:
+        """Read-only stream queries; call under the state lock and drop it with the lock."""
+        return StreamReader(self._core)
+
+    def drain_stream_appends(self) -> list[tuple[str, int]]:
+        appended = list(self._core.stream_appends)
+        self._core.stream_appends.clear()
+        return appended
 
     def next_deadline_ms(self) -> int | None:
         return self._core.next_deadline_ms()
@@ -370,11 +328,3 @@ def _queue_info(queue: QueueState, now_ms: int) -> QueueInfo:
         dead_lettered=c.dead_lettered,
         dropped=c.dropped,
     )
-
-
-def _no_queue(name: str) -> ErrorResult:
-    return ErrorResult(QUEUE_NOT_FOUND, f"queue {name!r} does not exist")
-
-
-def _no_exchange(name: str) -> ErrorResult:
-    return ErrorResult(EXCHANGE_NOT_FOUND, f"exchange {name!r} does not exist")

@@ -17,11 +17,11 @@ def result(n: int) -> PublishResult:
 
 def test_duplicate_returns_cached_result_marked_duplicate() -> None:
     table = ProducerTable()
-    assert table.check("p", 1, 0) is None
+    assert table.check("p", 1, 0, PublishResult) is None
     table.record("p", 1, result(1), 0)
-    assert table.check("p", 1, 5) == PublishResult(1, (), (), True, 1)
-    assert table.check("p", 2, 5) is None
-    assert table.check("other", 1, 5) is None
+    assert table.check("p", 1, 5, PublishResult) == PublishResult(1, (), (), True, 1)
+    assert table.check("p", 2, 5, PublishResult) is None
+    assert table.check("other", 1, 5, PublishResult) is None
 
 
 def test_window_and_too_old() -> None:
@@ -29,26 +29,26 @@ def test_window_and_too_old() -> None:
     for seq in range(1, 101):
         table.record("p", seq, result(seq), 0)
     newest_forgotten = 100 - PRODUCER_WINDOW
-    assert table.check("p", 100, 0) == PublishResult(100, (), (), True, 100)
-    assert table.check("p", newest_forgotten + 1, 0) == PublishResult(
+    assert table.check("p", 100, 0, PublishResult) == PublishResult(100, (), (), True, 100)
+    assert table.check("p", newest_forgotten + 1, 0, PublishResult) == PublishResult(
         newest_forgotten + 1, (), (), True, newest_forgotten + 1
     )
-    too_old = table.check("p", newest_forgotten, 0)
+    too_old = table.check("p", newest_forgotten, 0, PublishResult)
     assert isinstance(too_old, ErrorResult) and too_old.code == "sequence_too_old"
     assert len(table.records["p"].results) == PRODUCER_WINDOW
-    assert table.check("p", 500, 0) is None  # gaps ahead are fine
+    assert table.check("p", 500, 0, PublishResult) is None  # gaps ahead are fine
 
 
 def test_out_of_order_sequence_inside_window_is_applied_and_remembered() -> None:
     table = ProducerTable()
     table.record("p", 10, result(10), 0)
-    assert table.check("p", 5, 0) is None  # not seen, not too old
+    assert table.check("p", 5, 0, PublishResult) is None  # not seen, not too old
     table.record("p", 5, result(5), 0)
-    assert table.check("p", 5, 0) == PublishResult(5, (), (), True, 5)
+    assert table.check("p", 5, 0, PublishResult) == PublishResult(5, (), (), True, 5)
     table.record("p", 10 + PRODUCER_WINDOW, result(1), 0)
     # Both 5 and 10 are now out of the window: forgotten, and too old.
     for seq in (5, 10):
-        assert isinstance(table.check("p", seq, 0), ErrorResult)
+        assert isinstance(table.check("p", seq, 0, PublishResult), ErrorResult)
     assert list(table.records["p"].results) == [10 + PRODUCER_WINDOW]
 
 
@@ -57,7 +57,7 @@ def test_least_recently_seen_producer_is_evicted(monkeypatch: pytest.MonkeyPatch
     table = ProducerTable()
     for i, name in enumerate(["a", "b", "c"]):
         table.record(name, 1, result(1), i)
-    table.check("a", 1, 10)  # a duplicate counts as being seen: "b" is now the oldest
+    table.check("a", 1, 10, PublishResult)  # a duplicate counts as being seen: "b" is now the oldest
     table.record("d", 1, result(1), 11)
     assert list(table.records) == ["c", "a", "d"]
 
