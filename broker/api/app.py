@@ -18,6 +18,7 @@ from raftmq.broker.api.limits import ApiLimits
 from raftmq.broker.api.longpoll import DEFAULT_MAX_WAITERS, LongPollHub
 from raftmq.broker.api.metrics import ApiMetrics
 from raftmq.broker.api.rates import RateTracker
+from raftmq.broker.api.stream_waits import StreamWaits
 from raftmq.broker.state import BrokerState
 from raftmq.client import errors as codes
 from raftmq.client.wire import error_document
@@ -103,6 +104,14 @@ def _drain_ready(node: RaftNode, state: BrokerState) -> Callable[[], dict[str, i
     return drain
 
 
+def _drain_appends(node: RaftNode, state: BrokerState) -> Callable[[], list[tuple[str, int]]]:
+    def drain() -> list[tuple[str, int]]:
+        with node.state_lock():
+            return state.drain_stream_appends()
+
+    return drain
+
+
 def _ready_count(node: RaftNode, state: BrokerState) -> Callable[[str], int]:
     def count(queue: str) -> int:
         with node.state_lock():
@@ -122,9 +131,11 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     # Registered at startup, not in the factory: a listener of an app never started would
     # drain notifications that the serving app's waiters need.
     ctx.node.add_apply_listener(ctx.hub.on_applied)
+    ctx.node.add_apply_listener(ctx.stream_waits.on_applied)
     sampler = asyncio.create_task(_sample_rates(ctx), name="raftmq-rate-sampler")
     yield
     ctx.hub.close()
+    ctx.stream_waits.close()
     sampler.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sampler
@@ -133,6 +144,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 async def _close_waiters(app: web.Application) -> None:
     # on_shutdown runs before connections are closed: long-polls answer (empty) right away.
     app[CONTEXT_KEY].hub.close()
+    app[CONTEXT_KEY].stream_waits.close()
 
 
 def build_app(
@@ -151,6 +163,7 @@ def build_app(
     ctx = ApiContext(
         node=node, state=state, limits=limits, clock_ms=clock_ms,
         metrics=ApiMetrics(node, state), hub=hub, rates=RateTracker(),
+        stream_waits=StreamWaits(max_waiters, drain_appends=_drain_appends(node, state)),
     )
     app = web.Application(client_max_size=limits.max_request_bytes, middlewares=[edge_middleware])
     app[CONTEXT_KEY] = ctx

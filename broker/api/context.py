@@ -15,6 +15,7 @@ from raftmq.broker.api.limits import ApiLimits
 from raftmq.broker.api.longpoll import LongPollHub
 from raftmq.broker.api.metrics import ApiMetrics
 from raftmq.broker.api.rates import RateTracker
+from raftmq.broker.api.stream_waits import StreamWaits
 from raftmq.broker.commands import Command, Tick, encode_command, encode_raw_publish
 from raftmq.broker.names import MAX_ROUTING_KEY_LEN, is_utf8_text
 from raftmq.broker.queue_validation import (
@@ -44,6 +45,7 @@ class ApiContext:
     metrics: ApiMetrics
     hub: LongPollHub
     rates: RateTracker
+    stream_waits: StreamWaits
     # (leader id, its http url): every response names the leader, and node_metadata() takes
     # the lock that apply holds, so it is looked up again only when the leader changes.
     _leader_url_cache: tuple[str, str] | None = None
