@@ -29,8 +29,10 @@ from raftmq.broker.queue_wire import (
     unpack_array,
 )
 from raftmq.broker.stream_commands import (
+    KIND_STREAM_PUBLISH,
     STREAM_DECODERS,
     STREAM_KINDS,
+    RawStreamPublish,
     StreamCommand,
     stream_fields,
 )
@@ -64,6 +66,7 @@ __all__ = [
     "decode_items",
     "encode_command",
     "encode_raw_publish",
+    "encode_raw_stream_publish",
     "unpack_command",
 ]
 
@@ -302,6 +305,15 @@ def encode_raw_publish(now_ms: int, fields: RawPublish) -> bytes:
     [routing_key, body, headers, ttl_ms, delay_ms] list): byte for byte what `encode_command`
     gives for the same Publish, without building an OutMessage per message."""
     data: bytes = msgpack.packb([CODEC_VERSION, KIND_PUBLISH, now_ms, *fields], use_bin_type=True)
+    return data
+
+
+def encode_raw_stream_publish(now_ms: int, fields: RawStreamPublish) -> bytes:
+    """A stream publish from its wire form (each message a [key, partition, body, headers]
+    list): byte for byte what `encode_command` gives for the same StreamPublish."""
+    data: bytes = msgpack.packb(
+        [CODEC_VERSION, KIND_STREAM_PUBLISH, now_ms, *fields], use_bin_type=True
+    )
     return data
 
 

@@ -95,13 +95,14 @@ class BrokerCore:
 
     def append_to_stream(self, stream: StreamState, stored: StoredBody) -> bool:
         """A routed message reaches a stream keyed by its routing key (round-robin when that
-        is empty); TTL and delay are queue features and do not apply. False if the stream's
-        message size limit rejects it."""
+        is empty, or when it came through the default exchange); TTL and delay are queue
+        features and do not apply. False if the stream's message size limit rejects it."""
         max_size = stream.args.max_message_bytes
         body = stored.body
         if max_size is not None and len(body) > max_size:
             return False
-        key = stored.routing_key or None
+        # Through the default exchange the routing key is the stream's own name: no key then.
+        key = stored.routing_key if stored.exchange else None
         partition = stream.choose_partition(key)
         _offset, freed = stream.append(partition, (self.now_ms, key, body, stored.headers))
         self.stream_bytes += len(body) - freed

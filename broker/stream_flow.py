@@ -193,9 +193,12 @@ def commit_offsets(core: BrokerCore, cmd: CommitOffsets) -> Result:
                 RESOURCE_EXHAUSTED,
                 f"stream {cmd.stream!r} already has {MAX_GROUPS_PER_STREAM} consumer groups",
             )
-        group = stream.groups[cmd.group] = ConsumerGroup(cmd.group, len(stream.logs))
+        group = ConsumerGroup(cmd.group, len(stream.logs))
     next_offsets = [log.next_offset for log in stream.logs]
-    return group.commit(cmd.member, cmd.generation, cmd.offsets, next_offsets, core.now_ms)
+    result = group.commit(cmd.member, cmd.generation, cmd.offsets, next_offsets, core.now_ms)
+    if isinstance(result, OkResult):  # a rejected commit leaves no empty group behind
+        stream.groups.setdefault(cmd.group, group)
+    return result
 
 
 def _group(core: BrokerCore, stream_name: str, group_name: str) -> ConsumerGroup | ErrorResult:

@@ -33,6 +33,14 @@ class PartitionLog:
         self._records: list[StreamRecord] = []
         self.bytes = 0  # body bytes of the readable records
 
+    @classmethod
+    def restored(cls, first_offset: int, records: list[StreamRecord]) -> PartitionLog:
+        """A log holding `records` from `first_offset` (a snapshot restore, in bulk)."""
+        log = cls(first_offset)
+        log._records = records
+        log.bytes = sum(len(record[2]) for record in records)
+        return log
+
     # ------------------------------------------------------------ positions
 
     @property

@@ -92,7 +92,6 @@ def _decode_stream(raw: object) -> StreamState:
 
 def _decode_partition(raw: object) -> PartitionLog:
     first_offset, timestamps, keys, bodies, headers = array(raw, "partition", 5)
-    log = PartitionLog(uint(first_offset, "first offset"))
     count = len(array(timestamps, "timestamps"))
     for column in (keys, bodies, headers):
         check(len(array(column, "record column")) == count, "record columns differ in length")
@@ -100,10 +99,10 @@ def _decode_partition(raw: object) -> PartitionLog:
     check(all(map(le, timestamps, islice(timestamps, 1, None))), "timestamps go backwards")
     check(types_of(keys) <= {str, type(None)}, "record key is not a string")
     check(types_of(bodies) <= {bytes}, "record body is not binary")
-    check_headers(headers)
-    for record in zip(timestamps, keys, bodies, headers, strict=True):
-        log.append(record)
-    return log
+    if count:  # check_headers wants at least one map: an empty partition has none
+        check_headers(headers)
+    records = list(zip(timestamps, keys, bodies, headers, strict=True))
+    return PartitionLog.restored(uint(first_offset, "first offset"), records)
 
 
 def _decode_group(raw: object, partition_count: int) -> ConsumerGroup:

@@ -14,6 +14,7 @@ __all__ = [
     "CONNECTION_ERROR",
     "DECODE_ERROR",
     "EXCHANGE_NOT_FOUND",
+    "GROUP_NOT_FOUND",
     "INDEFINITE_CODES",
     "INTERNAL_ERROR",
     "INVALID_ARGUMENT",
@@ -24,25 +25,33 @@ __all__ = [
     "MESSAGE_TOO_LARGE",
     "METHOD_NOT_ALLOWED",
     "NODE_STOPPED",
+    "NOT_CAUGHT_UP",
     "NOT_FOUND",
     "NOT_READY",
     "NO_LEADER",
+    "OFFSET_OUT_OF_RANGE",
     "OVERLOADED",
+    "PARTITION_NOT_ASSIGNED",
+    "PARTITION_NOT_FOUND",
     "PRECONDITION_FAILED",
     "PROPOSAL_REJECTED",
     "QUEUE_NOT_FOUND",
     "REQUEST_TOO_LARGE",
     "RESOURCE_EXHAUSTED",
     "SEQUENCE_TOO_OLD",
+    "STALE_GENERATION",
     "STATUS_BY_CODE",
+    "STREAM_NOT_FOUND",
     "TIMEOUT",
     "TOO_MANY_WAITERS",
     "UNEXPECTED_RESPONSE",
+    "UNKNOWN_MEMBER",
     "UNSUPPORTED_MEDIA_TYPE",
     "ConflictError",
     "IndefiniteError",
     "InvalidRequestError",
     "NotFoundError",
+    "OutOfRangeError",
     "RaftMQError",
     "ServerError",
     "TooLargeError",
@@ -59,6 +68,9 @@ INVALID_NAME = "invalid_name"
 NOT_FOUND = "not_found"
 EXCHANGE_NOT_FOUND = "exchange_not_found"
 QUEUE_NOT_FOUND = "queue_not_found"
+STREAM_NOT_FOUND = "stream_not_found"
+PARTITION_NOT_FOUND = "partition_not_found"
+GROUP_NOT_FOUND = "group_not_found"
 # 405 / 415
 METHOD_NOT_ALLOWED = "method_not_allowed"
 UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
@@ -66,6 +78,12 @@ UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
 PRECONDITION_FAILED = "precondition_failed"
 IN_USE = "in_use"
 SEQUENCE_TOO_OLD = "sequence_too_old"
+# A consumer-group member's view is out of date: rejoin or heartbeat, then retry.
+UNKNOWN_MEMBER = "unknown_member"
+STALE_GENERATION = "stale_generation"
+PARTITION_NOT_ASSIGNED = "partition_not_assigned"
+# 416: a stream offset outside [first_offset, next_offset] (the error carries both).
+OFFSET_OUT_OF_RANGE = "offset_out_of_range"
 # 413
 MESSAGE_TOO_LARGE = "message_too_large"
 BATCH_TOO_LARGE = "batch_too_large"
@@ -82,6 +100,8 @@ NOT_READY = "not_ready"
 TIMEOUT = "timeout"
 LEADERSHIP_LOST = "leadership_lost"
 NODE_STOPPED = "node_stopped"
+# A read with min_applied_index that this replica did not reach in time (nothing happened).
+NOT_CAUGHT_UP = "not_caught_up"
 # 500: a server bug
 INTERNAL_ERROR = "internal_error"
 DECODE_ERROR = "decode_error"
@@ -98,11 +118,18 @@ STATUS_BY_CODE: dict[str, int] = {
     NOT_FOUND: 404,
     EXCHANGE_NOT_FOUND: 404,
     QUEUE_NOT_FOUND: 404,
+    STREAM_NOT_FOUND: 404,
+    PARTITION_NOT_FOUND: 404,
+    GROUP_NOT_FOUND: 404,
     METHOD_NOT_ALLOWED: 405,
     UNSUPPORTED_MEDIA_TYPE: 415,
     PRECONDITION_FAILED: 409,
     IN_USE: 409,
     SEQUENCE_TOO_OLD: 409,
+    UNKNOWN_MEMBER: 409,
+    STALE_GENERATION: 409,
+    PARTITION_NOT_ASSIGNED: 409,
+    OFFSET_OUT_OF_RANGE: 416,
     MESSAGE_TOO_LARGE: 413,
     BATCH_TOO_LARGE: 413,
     REQUEST_TOO_LARGE: 413,
@@ -115,6 +142,7 @@ STATUS_BY_CODE: dict[str, int] = {
     TIMEOUT: 503,
     LEADERSHIP_LOST: 503,
     NODE_STOPPED: 503,
+    NOT_CAUGHT_UP: 503,
     INTERNAL_ERROR: 500,
     DECODE_ERROR: 500,
 }
@@ -153,11 +181,17 @@ class InvalidRequestError(RaftMQError):
 
 
 class NotFoundError(RaftMQError):
-    """404: no such queue, exchange or route."""
+    """404: no such queue, exchange, stream, partition, group or route."""
 
 
 class ConflictError(RaftMQError):
-    """409: a precondition failed (different args, in use, sequence too old)."""
+    """409: a precondition failed (different args, in use, sequence too old, or a consumer
+    group's member, generation or assignment that is no longer current)."""
+
+
+class OutOfRangeError(RaftMQError):
+    """416: a stream offset before the first readable one (trimmed by retention) or past
+    the next one; the client decides where to resume."""
 
 
 class TooLargeError(RaftMQError):
@@ -182,6 +216,7 @@ _CLASS_BY_STATUS: dict[int, type[RaftMQError]] = {
     405: InvalidRequestError,
     409: ConflictError,
     413: TooLargeError,
+    416: OutOfRangeError,
     415: InvalidRequestError,
     429: UnavailableError,
     503: UnavailableError,

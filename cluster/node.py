@@ -55,6 +55,7 @@ class RaftNode:
         self._applied_index = 0
         self._notify_scheduled = False
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._abandoned_waiters = 0  # timed-out entries still in the heap (an upper bound)
         self._waiter_ids = itertools.count()
         self._listeners: list[Callable[[int], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -189,8 +190,19 @@ class RaftNode:
         try:
             await asyncio.wait_for(future, timeout_s)
         except TimeoutError:
+            self._drop_abandoned_waiters()
             return self.applied_index >= index
         return True
+
+    def _drop_abandoned_waiters(self) -> None:
+        # A waiter for an index that never comes (a client asking for a far-off index) would
+        # otherwise stay in the heap forever; rebuilding once half are abandoned keeps the
+        # heap bounded by the live waiters at O(1) amortised cost per timeout.
+        self._abandoned_waiters += 1
+        if self._abandoned_waiters * 2 > len(self._waiters):
+            self._waiters = [entry for entry in self._waiters if not entry[2].done()]
+            heapq.heapify(self._waiters)
+            self._abandoned_waiters = 0
 
     def add_apply_listener(self, callback: Callable[[int], None]) -> None:
         self._listeners.append(callback)

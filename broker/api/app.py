@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from raftmq.broker.api import handlers_admin, handlers_messages, ws
+from raftmq.broker.api import handlers_admin, handlers_messages, handlers_streams, ws
 from raftmq.broker.api.content import respond
 from raftmq.broker.api.context import CONTEXT_KEY, ApiContext, context_of
 from raftmq.broker.api.errors import ApiError
@@ -60,6 +60,10 @@ def _route_label(request: web.Request) -> str:
 def _error_response(request: web.Request, ctx: ApiContext, error: ApiError) -> web.Response:
     leader = ctx.http_url_of(error.leader_id) or ctx.leader_url()
     document = error_document(error.code, error.message, definite=error.definite, leader=leader)
+    details = document["error"]
+    if error.extra and isinstance(details, dict):
+        # The standard fields win over an extra field of the same name.
+        document["error"] = {**error.extra, **details}
     response = respond(request, document, status=error.status)
     if error.status in (429, 503):
         response.headers["Retry-After"] = "1"
@@ -169,6 +173,7 @@ def build_app(
     app[CONTEXT_KEY] = ctx
     app.add_routes(handlers_admin.ROUTES)
     app.add_routes(handlers_messages.ROUTES)
+    app.add_routes(handlers_streams.ROUTES)
     ws.install(app)
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_close_waiters)

@@ -16,7 +16,13 @@ from raftmq.broker.api.longpoll import LongPollHub
 from raftmq.broker.api.metrics import ApiMetrics
 from raftmq.broker.api.rates import RateTracker
 from raftmq.broker.api.stream_waits import StreamWaits
-from raftmq.broker.commands import Command, Tick, encode_command, encode_raw_publish
+from raftmq.broker.commands import (
+    Command,
+    Tick,
+    encode_command,
+    encode_raw_publish,
+    encode_raw_stream_publish,
+)
 from raftmq.broker.names import MAX_ROUTING_KEY_LEN, is_utf8_text
 from raftmq.broker.queue_validation import (
     message_range_problem,
@@ -26,6 +32,9 @@ from raftmq.broker.queue_validation import (
 from raftmq.broker.queue_wire import RawPublish, message_type_problem
 from raftmq.broker.results import ErrorResult, PublishResult
 from raftmq.broker.state import BrokerState
+from raftmq.broker.stream_commands import RawStreamPublish
+from raftmq.broker.stream_results import StreamPublishResult
+from raftmq.broker.stream_validation import raw_stream_publish_problem
 from raftmq.client import errors as codes
 from raftmq.cluster import ProposalError, RaftNode
 
@@ -98,6 +107,21 @@ class ApiContext:
         if problem is not None:
             raise ApiError(codes.INVALID_ARGUMENT, problem)
         return await self._replicate("Publish", encode_raw_publish(now_ms, fields), PublishResult)
+
+    async def propose_stream_publish(
+        self, now_ms: int, fields: RawStreamPublish
+    ) -> tuple[StreamPublishResult, int]:
+        """`propose` for a StreamPublish in wire form (each message a [key, partition, body,
+        headers] list): the checks of `validate_command` and the same log bytes."""
+        problem = validate_command(Tick(now_ms)) or raw_stream_publish_problem(fields)
+        if problem is not None:
+            raise ApiError(codes.INVALID_ARGUMENT, problem)
+        try:
+            data = encode_raw_stream_publish(now_ms, fields)
+        except (ValueError, TypeError, OverflowError) as exc:
+            # The checks above should make this impossible; never let it become a 500.
+            raise ApiError(codes.INVALID_ARGUMENT, f"cannot encode StreamPublish: {exc}") from None
+        return await self._replicate("StreamPublish", data, StreamPublishResult)
 
     async def _replicate(
         self, label: str, data: bytes, expected: type[ResultT]

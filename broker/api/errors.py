@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from raftmq.client import errors as codes
 
 __all__ = ["ApiError", "bad_request", "from_proposal_error", "from_state_error"]
@@ -18,6 +20,7 @@ class ApiError(Exception):
         status: int | None = None,
         definite: bool | None = None,
         leader_id: str | None = None,
+        extra: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
@@ -26,6 +29,9 @@ class ApiError(Exception):
         self.definite = definite if definite is not None else code not in codes.INDEFINITE_CODES
         # A leader hint from the failure itself; the response falls back to the node's view.
         self.leader_id = leader_id
+        # Fields added to the error object next to code and message (e.g. the readable range
+        # of an offset_out_of_range), so a client can act without parsing the message.
+        self.extra: dict[str, object] = dict(extra) if extra else {}
 
 
 def bad_request(message: str, code: str = codes.INVALID_ARGUMENT) -> ApiError:

@@ -11,6 +11,7 @@ from prometheus_client.metrics_core import Metric
 
 from raftmq.broker.results import QueueInfo
 from raftmq.broker.state import BrokerState
+from raftmq.broker.stream_results import StreamInfo
 from raftmq.cluster import ClusterStatus, RaftNode
 
 __all__ = ["ROLES", "ApiMetrics"]
@@ -44,12 +45,14 @@ class _StateCollector:
         yield from _raft_metrics(status)
         with self._node.state_lock():
             queues = self._state.list_queues()
+            streams = self._state.streams().list_all()
             total_body_bytes = self._state.total_body_bytes
             message_count = self._state.message_count
         yield _gauge("raftmq_broker_body_bytes", "Message body bytes stored (each body once)",
                      total_body_bytes)
         yield _gauge("raftmq_broker_messages", "Message bodies stored", message_count)
         yield from _queue_metrics(queues)
+        yield from _stream_metrics(streams)
 
 
 def _gauge(name: str, documentation: str, value: float) -> Metric:
@@ -90,6 +93,25 @@ def _queue_metrics(queues: list[QueueInfo]) -> Iterator[Metric]:
         for info in queues:
             counter.add_metric([info.name], getattr(info, field_name))
         yield counter
+
+
+def _stream_metrics(streams: list[StreamInfo]) -> Iterator[Metric]:
+    messages = GaugeMetricFamily("raftmq_stream_messages",
+                                 "Readable records in the stream (all partitions)",
+                                 labels=["stream"])
+    body_bytes = GaugeMetricFamily("raftmq_stream_bytes",
+                                   "Body bytes of the readable records (all partitions)",
+                                   labels=["stream"])
+    published = CounterMetricFamily("raftmq_stream_published", "Records appended to the stream",
+                                    labels=["stream"])
+    trimmed = CounterMetricFamily("raftmq_stream_trimmed", "Records removed by retention",
+                                  labels=["stream"])
+    for info in streams:
+        messages.add_metric([info.name], sum(p.messages for p in info.partitions))
+        body_bytes.add_metric([info.name], sum(p.bytes for p in info.partitions))
+        published.add_metric([info.name], info.published)
+        trimmed.add_metric([info.name], info.trimmed)
+    yield from (messages, body_bytes, published, trimmed)
 
 
 class ApiMetrics:

@@ -153,3 +153,19 @@ async def test_no_leader_is_a_definite_failure(tmp_path: Path) -> None:
         assert getattr(error, "definite", None) is True
     finally:
         await lonely.stop()
+
+
+async def test_abandoned_applied_waits_do_not_pile_up(tmp_path: Path) -> None:
+    # A client may ask to wait for an index that never comes (read-your-writes with a bogus
+    # index); each such wait times out, and its bookkeeping must go with it.
+    members = await make_cluster(make_configs(tmp_path, 1))
+    node = members[0][0]
+    try:
+        await _elect(members)
+        far_away = node.applied_index + 10**9
+        for _ in range(1000):
+            assert not await node.wait_applied(far_away, 0.0005)
+        assert len(node._waiters) <= 2
+        assert await node.wait_applied(node.applied_index, 0.1)
+    finally:
+        await _stop(members)
