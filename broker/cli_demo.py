@@ -1,4 +1,5 @@
-"""Demo traffic for `raftmq dev`: a topic exchange, three queues, a producer, two consumers.
+"""Demo traffic for `raftmq dev`: a topic exchange, three queues, a stream, a producer and
+two consumers.
 
 It exists so a fresh dev cluster's dashboard shows something moving: routed publishes,
 acks, and a few rejected orders landing in a dead-letter queue. Every queue is bounded
@@ -28,6 +29,9 @@ ORDERS_QUEUE = "demo.orders"
 AUDIT_QUEUE = "demo.audit"
 DEAD_QUEUE = "demo.dead"
 DEMO_QUEUES = (ORDERS_QUEUE, AUDIT_QUEUE, DEAD_QUEUE)
+# Every event also lands in a stream, keyed by routing key, kept by count per partition.
+ACTIVITY_STREAM = "demo.activity"
+STREAM_MAX_MESSAGES = 10_000
 QUEUE_MAX_LENGTH = 10_000
 ROUTING_KEYS = ("orders.created", "orders.paid", "orders.shipped", "users.signup")
 PUBLISH_INTERVAL_S = 0.25
@@ -69,6 +73,8 @@ async def _declare_topology(client: RaftMQ) -> None:
     await client.bind(DEMO_EXCHANGE, ORDERS_QUEUE, "orders.*")
     await client.bind(DEMO_EXCHANGE, AUDIT_QUEUE, "#")
     await client.bind(DEMO_DLX, DEAD_QUEUE)
+    await client.declare_stream(ACTIVITY_STREAM, partitions=4, max_messages=STREAM_MAX_MESSAGES)
+    await client.bind(DEMO_EXCHANGE, ACTIVITY_STREAM, "#")
 
 
 async def _produce(client: RaftMQ, producer_id: str, sequence: itertools.count[int]) -> None:
@@ -113,7 +119,7 @@ async def _run_against(url: str, producer_id: str, sequence: itertools.count[int
 async def run_demo(urls: Sequence[str]) -> None:
     """Run until cancelled, moving to the next node whenever the current one fails."""
     print(f"demo: publishing to topic exchange {DEMO_EXCHANGE!r}; queues "
-          f"{', '.join(DEMO_QUEUES)} (stop with Ctrl-C)", flush=True)
+          f"{', '.join(DEMO_QUEUES)}, stream {ACTIVITY_STREAM} (stop with Ctrl-C)", flush=True)
     reporter = _Reporter()
     producer_id = "dev-demo-" + secrets.token_hex(4)
     sequence = itertools.count(1)

@@ -167,6 +167,26 @@ class RaftMQ:
             raise _unexpected("'queues' missing from the response")
         return queues
 
+    async def declare_stream(
+        self,
+        name: str,
+        *,
+        partitions: int = 1,
+        max_age_ms: int | None = None,
+        max_bytes: int | None = None,
+        max_messages: int | None = None,
+        max_message_bytes: int | None = None,
+    ) -> bool:
+        """Declare a stream; True if it was created, False if it already existed as asked."""
+        args = {"partitions": partitions, "max_age_ms": max_age_ms, "max_bytes": max_bytes,
+                "max_messages": max_messages, "max_message_bytes": max_message_bytes}
+        body = {key: value for key, value in args.items() if value is not None}
+        result = await self._call("PUT", f"/v1/streams/{_segment(name)}", body=body, write=True)
+        return bool(result.get("created"))
+
+    async def stream_info(self, name: str) -> dict[str, Any]:
+        return await self._call("GET", f"/v1/streams/{_segment(name)}", write=False)
+
     async def bind(self, exchange: str, queue: str, binding_key: str = "") -> bool:
         body = {"exchange": exchange, "queue": queue, "binding_key": binding_key}
         result = await self._call("POST", "/v1/bindings", body=body, write=True)
