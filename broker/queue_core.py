@@ -263,16 +263,19 @@ class BrokerCore:
             entry = timers.pop_due(now)
             if entry is None:
                 break
-            _deadline, message_id, queue_name, kind, lease_id = entry
+            deadline, message_id, queue_name, kind, lease_id = entry
             queue = queues.get(queue_name)
             msg = None if queue is None else queue.messages.get(message_id)
             if queue is None or msg is None:
                 continue
+            # Only the entry of the current deadline acts: an extended lease or a re-delayed
+            # message also has its old, earlier entry in the heap, and acting on that one
+            # would move it ahead of other events due before its real deadline.
             if kind == LEASE:
-                if msg.state == LEASED and msg.lease_id == lease_id and msg.lease_expires_ms <= now:
+                if msg.state == LEASED and msg.lease_id == lease_id and msg.lease_expires_ms == deadline:
                     self.return_unsettled(queue, msg, 0)
             elif kind == DELAY:
-                if msg.state == DELAYED and msg.ready_at_ms <= now:
+                if msg.state == DELAYED and msg.ready_at_ms == deadline:
                     queue.make_ready(msg)
                     self.ready_notifications[queue_name] = None
             # TTL: a leased message is judged when it comes back (return_unsettled).
