@@ -8,6 +8,7 @@ the format of its request. Client -> server:
 
     {"op": "publish", "id": <int>, "exchange": "", "messages": [...], "producer_id"?, "sequence"?}
     {"op": "ping", "id": <int>}
+    stream_subscribe, group_subscribe, credit, commit, unsubscribe: see ws_streams.py
 
 The fields besides `op` and `id` are exactly those of `POST /v1/publish`, validated by the same
 code. Server -> client, exactly one reply per request frame, in completion order (not request
@@ -31,6 +32,12 @@ included) frees slots before it could be mistaken for a dead peer.
 
 New ops (consume with credits, stream fetch) are one function each in `_OPS`: it validates its
 request, then replies exactly once through `_Connection.reply`/`reply_error`, now or later.
+
+Stream subscriptions (ws_streams.py) also push frames that answer no request. They hold no
+slot; instead each push awaits its socket write (`push`, one at a time per connection), so a
+client that stops reading stops the pushes too, and credit bounds what it may be sent. A
+subscription replies to its request from its own task (`send_reply`), so that its pushes can
+never overtake that reply. Its tasks end with the connection (`subscriptions.close()`).
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ from raftmq.broker.api.errors import ApiError, bad_request
 # The HTTP path's own helpers: one definition of how a publish is proposed and answered.
 from raftmq.broker.api.handlers_messages import _propose_publish, _receipt
 from raftmq.broker.api.publish_codec import parse_publish
+from raftmq.broker.api.ws_stream_group import GROUP_OPS
+from raftmq.broker.api.ws_streams import STREAM_OPS, StreamSubscriptions
 from raftmq.broker.results import PublishResult
 from raftmq.client import errors as codes
 from raftmq.client.wire import WireFormat, WireValueError, decode_document, encode_document
@@ -146,6 +155,9 @@ class _Connection:
         self._replies: asyncio.Queue[tuple[bytes, WSMsgType]] = asyncio.Queue(self._max_in_flight)
         # Strong references: the loop keeps only weak ones to tasks.
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Pushes take turns, so that each one waits for the socket to drain what came before.
+        self._push_lock = asyncio.Lock()
+        self.subscriptions = StreamSubscriptions()
 
     async def serve(self) -> None:
         writer = asyncio.create_task(self._write_replies(), name="raftmq-ws-writer")
@@ -153,6 +165,7 @@ class _Connection:
             await self._read_frames()
         finally:
             self._stop_replying()
+            self.subscriptions.close()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
@@ -214,11 +227,35 @@ class _Connection:
 
     def reply_error(self, request_id: int | None, opcode: WSMsgType, error: ApiError) -> None:
         leader = self.ctx.http_url_of(error.leader_id) or self.ctx.leader_url()
+        # As over HTTP: the standard fields win over an extra one of the same name.
         document: dict[str, object] = {"id": request_id, "error": {
-            "code": error.code, "message": error.message, "definite": error.definite,
-            "leader": leader,
+            **error.extra, "code": error.code, "message": error.message,
+            "definite": error.definite, "leader": leader,
         }}
         self._queue_reply(document, opcode)
+
+    async def send_reply(self, request_id: int, opcode: WSMsgType, ok: object) -> bool:
+        """`reply` written from the op's own task before it goes on: what the task pushes
+        afterwards follows the reply on the socket. False if the connection is gone."""
+        try:
+            return await self.push({"id": request_id, "ok": ok}, opcode)
+        finally:
+            self._release_slot()
+
+    async def push(self, document: dict[str, object], opcode: WSMsgType) -> bool:
+        """Write a frame that answers no request, and wait until the socket took it (aiohttp
+        waits for the transport to drain once it holds more than its writer limit): the
+        pusher's back-pressure. False once the connection is gone."""
+        payload = encode_document(document, _FORMAT_BY_OPCODE[opcode])
+        async with self._push_lock:
+            if not self._open:
+                return False
+            try:
+                await self.ws.send_frame(payload, opcode)
+            except ConnectionError:
+                self._stop_replying()
+                return False
+        return True
 
     def _queue_reply(self, document: dict[str, object], opcode: WSMsgType) -> None:
         if not self._open:
@@ -340,6 +377,8 @@ def _publish(connection: _Connection, request: _Request) -> None:
 _OPS: dict[str, Callable[[_Connection, _Request], None]] = {
     "ping": _ping,
     "publish": _publish,
+    **STREAM_OPS,
+    **GROUP_OPS,
 }
 
 
