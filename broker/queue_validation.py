@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from raftmq.broker import names
 from raftmq.broker.commands import (
     Ack,
     Bind,
@@ -41,6 +40,7 @@ from raftmq.broker.value_checks import (
     MAX_TIME_MS,
     count_problem,
     declare_name_problem,
+    encodable_problem,
     first_problem,
     flag_problem,
     key_problem,
@@ -161,22 +161,11 @@ def _publish(cmd: Publish) -> str | None:
             return "messages must be OutMessage records"
         error = message_type_problem(
             [msg.routing_key, msg.body, msg.headers, msg.ttl_ms, msg.delay_ms]
-        ) or message_range_problem(msg.routing_key, msg.ttl_ms, msg.delay_ms) or _encodable(msg)
+        ) or message_range_problem(msg.routing_key, msg.ttl_ms, msg.delay_ms) or encodable_problem(
+            "routing key", [msg.routing_key], msg.headers
+        )
         if error is not None:
             return error
-    return None
-
-
-def _encodable(msg: OutMessage) -> str | None:
-    """What only a command built in-process can get wrong: text msgpack cannot encode, and
-    integers beyond 64 bits (decoded commands never have either)."""
-    texts = [msg.routing_key, *msg.headers]
-    texts += [v for v in msg.headers.values() if type(v) is str]
-    if not all(names.is_utf8_text(text) for text in texts):
-        return "routing key and headers must be valid Unicode text"
-    for value in msg.headers.values():
-        if type(value) is int and not -(2**63) <= value < 2**64:
-            return "header integers must fit in 64 bits"
     return None
 
 

@@ -155,17 +155,26 @@ def join_group(core: BrokerCore, cmd: JoinGroup) -> Result:
     stream = core.streams.get(cmd.stream)
     if stream is None:
         return _no_stream(cmd.stream)
-    group = stream.groups.get(cmd.group)
-    if group is None:
-        if len(stream.groups) >= MAX_GROUPS_PER_STREAM:
-            return ErrorResult(
-                RESOURCE_EXHAUSTED,
-                f"stream {cmd.stream!r} already has {MAX_GROUPS_PER_STREAM} consumer groups",
-            )
-        group = stream.groups[cmd.group] = ConsumerGroup(cmd.group, len(stream.logs))
+    group = _existing_or_new_group(stream, cmd.group)
+    if isinstance(group, ErrorResult):
+        return group
+    stream.groups.setdefault(cmd.group, group)
     result = group.join(cmd.member, cmd.session_timeout_ms, core.now_ms)
     core.lower_stream_deadline(core.now_ms + cmd.session_timeout_ms)
     return result
+
+
+def _existing_or_new_group(stream: StreamState, name: str) -> ConsumerGroup | ErrorResult:
+    """The group, or a new one not yet registered (the caller keeps it if it is used)."""
+    group = stream.groups.get(name)
+    if group is not None:
+        return group
+    if len(stream.groups) >= MAX_GROUPS_PER_STREAM:
+        return ErrorResult(
+            RESOURCE_EXHAUSTED,
+            f"stream {stream.name!r} already has {MAX_GROUPS_PER_STREAM} consumer groups",
+        )
+    return ConsumerGroup(name, len(stream.logs))
 
 
 def group_heartbeat(core: BrokerCore, cmd: GroupHeartbeat) -> Result:
@@ -182,18 +191,11 @@ def commit_offsets(core: BrokerCore, cmd: CommitOffsets) -> Result:
     stream = core.streams.get(cmd.stream)
     if stream is None:
         return _no_stream(cmd.stream)
-    group = stream.groups.get(cmd.group)
-    if group is None:
-        if cmd.member is not None:
-            found = _group(core, cmd.stream, cmd.group)
-            assert isinstance(found, ErrorResult)
-            return found
-        if len(stream.groups) >= MAX_GROUPS_PER_STREAM:
-            return ErrorResult(
-                RESOURCE_EXHAUSTED,
-                f"stream {cmd.stream!r} already has {MAX_GROUPS_PER_STREAM} consumer groups",
-            )
-        group = ConsumerGroup(cmd.group, len(stream.logs))
+    if cmd.member is not None and cmd.group not in stream.groups:
+        return _no_group(cmd.stream, cmd.group)
+    group = _existing_or_new_group(stream, cmd.group)
+    if isinstance(group, ErrorResult):
+        return group
     next_offsets = [log.next_offset for log in stream.logs]
     result = group.commit(cmd.member, cmd.generation, cmd.offsets, next_offsets, core.now_ms)
     if isinstance(result, OkResult):  # a rejected commit leaves no empty group behind
@@ -206,11 +208,13 @@ def _group(core: BrokerCore, stream_name: str, group_name: str) -> ConsumerGroup
     if stream is None:
         return _no_stream(stream_name)
     group = stream.groups.get(group_name)
-    if group is None:
-        return ErrorResult(
-            UNKNOWN_MEMBER, f"group {group_name!r} of stream {stream_name!r} has no members: join"
-        )
-    return group
+    return _no_group(stream_name, group_name) if group is None else group
+
+
+def _no_group(stream_name: str, group_name: str) -> ErrorResult:
+    return ErrorResult(
+        UNKNOWN_MEMBER, f"group {group_name!r} of stream {stream_name!r} has no members: join"
+    )
 
 
 # ---------------------------------------------------------------- time

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from raftmq.broker import names
 from raftmq.broker.names import MAX_ROUTING_KEY_LEN
 from raftmq.broker.stream_commands import (
     CommitOffsets,
@@ -25,6 +24,7 @@ from raftmq.broker.value_checks import (
     MAX_DURATION_MS,
     count_problem,
     declare_name_problem,
+    encodable_problem,
     first_problem,
     name_problem,
     opt_count_problem,
@@ -80,15 +80,7 @@ def _message_range_problem(message: list[Any]) -> str | None:
         return f"message key is longer than {MAX_ROUTING_KEY_LEN} characters"
     if partition is not None and partition >= MAX_PARTITIONS:
         return f"partition must be below {MAX_PARTITIONS}"
-    texts = [*headers, *(v for v in headers.values() if type(v) is str)]
-    if key is not None:
-        texts.append(key)
-    if not all(names.is_utf8_text(text) for text in texts):
-        return "key and headers must be valid Unicode text"
-    for value in headers.values():
-        if type(value) is int and not -(2**63) <= value < 2**64:
-            return "header integers must fit in 64 bits"
-    return None
+    return encodable_problem("key", [] if key is None else [key], headers)
 
 
 def raw_stream_publish_problem(fields: RawStreamPublish) -> str | None:

@@ -6,6 +6,8 @@ a bool or a list where an integer or a name belongs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from raftmq.broker import names
 
 __all__ = [
@@ -14,6 +16,7 @@ __all__ = [
     "MAX_TIME_MS",
     "count_problem",
     "declare_name_problem",
+    "encodable_problem",
     "first_problem",
     "flag_problem",
     "key_problem",
@@ -66,4 +69,19 @@ def first_problem(*errors: str | None) -> str | None:
     for error in errors:
         if error is not None:
             return error
+    return None
+
+
+def encodable_problem(
+    what: str, texts: Iterable[str], headers: Mapping[str, object]
+) -> str | None:
+    """What only a command built in-process can get wrong (decoded ones never do): text that
+    msgpack cannot encode (lone surrogates) and integers beyond 64 bits. `texts` are the
+    message's own strings (keys); header names and string values are checked here."""
+    header_texts = [*headers, *(value for value in headers.values() if type(value) is str)]
+    if not all(names.is_utf8_text(text) for text in (*texts, *header_texts)):
+        return f"{what} and headers must be valid Unicode text"
+    for value in headers.values():
+        if type(value) is int and not -(2**63) <= value < 2**64:
+            return "header integers must fit in 64 bits"
     return None

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -23,7 +23,7 @@ from raftmq.broker.commands import (
     encode_raw_publish,
     encode_raw_stream_publish,
 )
-from raftmq.broker.names import MAX_ROUTING_KEY_LEN, is_utf8_text
+from raftmq.broker.names import MAX_ROUTING_KEY_LEN
 from raftmq.broker.queue_validation import (
     message_range_problem,
     publish_problem,
@@ -35,6 +35,7 @@ from raftmq.broker.state import BrokerState
 from raftmq.broker.stream_commands import RawStreamPublish
 from raftmq.broker.stream_results import StreamPublishResult
 from raftmq.broker.stream_validation import raw_stream_publish_problem
+from raftmq.broker.value_checks import encodable_problem
 from raftmq.client import errors as codes
 from raftmq.cluster import ProposalError, RaftNode
 
@@ -172,23 +173,9 @@ def raw_publish_command_problem(now_ms: int, fields: RawPublish) -> str | None:
             continue
         problem = message_type_problem(message) or message_range_problem(
             message[0], message[3], message[4]
-        ) or _unencodable(message)
+        ) or encodable_problem("routing key", [message[0]], message[2])
         if problem is not None:
             return problem
-    return None
-
-
-def _unencodable(message: list[Any]) -> str | None:
-    """What only a command built in-process can get wrong (decoded ones never do): text that
-    msgpack cannot encode, and integers beyond 64 bits. Types are already checked."""
-    routing_key, headers = message[0], message[2]
-    texts = [routing_key, *headers]
-    texts += [value for value in headers.values() if type(value) is str]
-    if not all(is_utf8_text(text) for text in texts):
-        return "routing key and headers must be valid Unicode text"
-    for value in headers.values():
-        if type(value) is int and not -(2**63) <= value < 2**64:
-            return "header integers must fit in 64 bits"
     return None
 
 

@@ -17,14 +17,14 @@ from raftmq.broker.results import ClaimResult, Delivery, PublishResult, SettleRe
 from raftmq.client import errors as codes
 from raftmq.client.wire import PublishReceipt, SettleReceipt
 
-__all__ = ["ROUTES"]
+__all__ = ["ROUTES", "propose_publish", "publish_receipt"]
 
 
 async def publish(request: web.Request) -> web.Response:
     ctx = context_of(request)
     parsed = parse_publish(await read_document(request, ctx.limits.max_request_bytes), ctx.limits)
-    result, index = await _propose_publish(ctx, parsed)
-    return respond(request, _receipt(result, index).to_wire())
+    result, index = await propose_publish(ctx, parsed)
+    return respond(request, publish_receipt(result, index).to_wire())
 
 
 async def publish_to_queue(request: web.Request) -> web.Response:
@@ -33,22 +33,22 @@ async def publish_to_queue(request: web.Request) -> web.Response:
     queue = check_name("queue", request.match_info["name"])
     document = await read_document(request, ctx.limits.max_request_bytes)
     parsed = parse_publish(document, ctx.limits, queue=queue)
-    result, index = await _propose_publish(ctx, parsed)
+    result, index = await propose_publish(ctx, parsed)
     if len(result.unroutable) == len(parsed.messages) and not ctx.read(
         lambda state: state.has_queue(queue)
     ):
         # Nothing was stored (the command applied as a no-op), so this is definite.
         raise ApiError(codes.QUEUE_NOT_FOUND, f"no queue {queue!r}")
-    return respond(request, _receipt(result, index).to_wire())
+    return respond(request, publish_receipt(result, index).to_wire())
 
 
-async def _propose_publish(ctx: ApiContext, parsed: PublishRequest) -> tuple[PublishResult, int]:
+async def propose_publish(ctx: ApiContext, parsed: PublishRequest) -> tuple[PublishResult, int]:
     fields = (parsed.exchange, parsed.messages, parsed.producer_id, parsed.sequence,
               ctx.limits.max_total_body_bytes)
     return await ctx.propose_publish(ctx.clock_ms(), fields)
 
 
-def _receipt(result: PublishResult, index: int) -> PublishReceipt:
+def publish_receipt(result: PublishResult, index: int) -> PublishReceipt:
     return PublishReceipt(
         accepted=result.accepted,
         unroutable=result.unroutable,

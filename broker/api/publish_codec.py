@@ -23,7 +23,7 @@ from raftmq.broker.queue_validation import MAX_DURATION_MS, MAX_PUBLISH_MESSAGES
 from raftmq.client import errors as codes
 from raftmq.client.wire import WireValueError, body_from_wire, headers_from_wire
 
-__all__ = ["PublishRequest", "parse_publish"]
+__all__ = ["PublishRequest", "headers_size", "parse_publish", "plain_headers_size"]
 
 _MIN_HEADER_INT = -(2**63)
 _MAX_HEADER_INT = 2**64 - 1
@@ -110,7 +110,7 @@ def _plain_message(
     else:
         unseen_fields -= 1
         if headers:
-            headers_size = _plain_headers_size(headers)
+            headers_size = plain_headers_size(headers)
             if headers_size < 0:
                 return None
             size += headers_size
@@ -129,8 +129,8 @@ def _plain_message(
     return [routing_key, body, headers, ttl_ms, delay_ms]
 
 
-def _plain_headers_size(headers: dict[Any, Any]) -> int:
-    """`_headers_size` of headers that need no conversion (no `{"b64": ...}` values), or -1."""
+def plain_headers_size(headers: dict[Any, Any]) -> int:
+    """`headers_size` of headers that need no conversion (no `{"b64": ...}` values), or -1."""
     if len(headers) > MAX_HEADERS:
         return -1
     total = 0
@@ -173,7 +173,7 @@ def _parse_message(raw: object, index: int, limits: ApiLimits, queue: str | None
         raise bad_request(f"{where}: {exc}") from None
     if len(headers) > MAX_HEADERS:
         raise bad_request(f"{where}: more than {MAX_HEADERS} headers")
-    size = len(body) + _headers_size(headers, where)
+    size = len(body) + headers_size(headers, where)
     if size > limits.max_message_bytes:
         raise bad_request(
             f"{where}: {size} bytes exceeds the limit of {limits.max_message_bytes}",
@@ -184,7 +184,7 @@ def _parse_message(raw: object, index: int, limits: ApiLimits, queue: str | None
     return [routing_key, body, headers, ttl_ms, delay_ms]
 
 
-def _headers_size(headers: Mapping[str, object], where: str) -> int:
+def headers_size(headers: Mapping[str, object], where: str) -> int:
     """Approximate stored size of headers; they count towards the message size limit."""
     total = 0
     for key, value in headers.items():

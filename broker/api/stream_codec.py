@@ -19,7 +19,7 @@ from raftmq.broker.api.errors import bad_request
 from raftmq.broker.api.limits import ApiLimits
 
 # Shared with queue publishes on purpose: headers count towards a message's size alike.
-from raftmq.broker.api.publish_codec import _headers_size, _plain_headers_size
+from raftmq.broker.api.publish_codec import headers_size, plain_headers_size
 from raftmq.broker.stream_commands import StreamArgs
 from raftmq.broker.stream_validation import (
     MAX_PARTITIONS,
@@ -161,7 +161,7 @@ def _plain_message(raw: object, max_message_bytes: int) -> list[Any] | None:
     else:
         unseen_fields -= 1
         if headers:
-            headers_size = _plain_headers_size(headers)
+            headers_size = plain_headers_size(headers)
             if headers_size < 0:
                 return None
             size += headers_size
@@ -184,7 +184,7 @@ def _parse_message(raw: object, index: int, limits: ApiLimits) -> list[Any]:
         raise bad_request(f"{where}: {exc}") from None
     if len(headers) > MAX_HEADERS:
         raise bad_request(f"{where}: more than {MAX_HEADERS} headers")
-    size = len(body) + _headers_size(headers, where)
+    size = len(body) + headers_size(headers, where)
     if size > limits.max_message_bytes:
         raise bad_request(
             f"{where}: {size} bytes exceeds the limit of {limits.max_message_bytes}",

@@ -56,7 +56,7 @@ from raftmq.broker.api.context import ApiContext, context_of
 from raftmq.broker.api.errors import ApiError, bad_request
 
 # The HTTP path's own helpers: one definition of how a publish is proposed and answered.
-from raftmq.broker.api.handlers_messages import _propose_publish, _receipt
+from raftmq.broker.api.handlers_messages import propose_publish, publish_receipt
 from raftmq.broker.api.publish_codec import parse_publish
 from raftmq.broker.api.ws_stream_group import GROUP_OPS
 from raftmq.broker.api.ws_streams import STREAM_OPS, StreamSubscriptions
@@ -363,7 +363,7 @@ def _publish(connection: _Connection, request: _Request) -> None:
         error = connection.finish(task)
         if error is None:
             result, index = task.result()
-            connection.reply(request_id, opcode, _receipt(result, index).to_wire())
+            connection.reply(request_id, opcode, publish_receipt(result, index).to_wire())
         elif isinstance(error, ApiError):
             connection.reply_error(request_id, opcode, error)
         else:
@@ -371,7 +371,7 @@ def _publish(connection: _Connection, request: _Request) -> None:
                 log.error("publish over WebSocket failed", exc_info=error)
             connection.reply_error(request_id, opcode, _internal_error())
 
-    connection.start(_propose_publish(ctx, parsed), on_done)
+    connection.start(propose_publish(ctx, parsed), on_done)
 
 
 _OPS: dict[str, Callable[[_Connection, _Request], None]] = {

@@ -110,13 +110,13 @@ class Gate:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.opened = asyncio.Event()
-        propose = handlers_messages._propose_publish
+        propose = handlers_messages.propose_publish
 
         async def gated(ctx: ApiContext, parsed: PublishRequest) -> tuple[PublishResult, int]:
             await self.opened.wait()
             return await propose(ctx, parsed)
 
-        monkeypatch.setattr(ws_module, "_propose_publish", gated)
+        monkeypatch.setattr(ws_module, "propose_publish", gated)
 
 
 @pytest_asyncio.fixture(loop_scope="module")
