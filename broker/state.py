@@ -80,7 +80,7 @@ from raftmq.broker.stream_commands import (
     read_stream_publish_fields,
 )
 from raftmq.broker.stream_reader import StreamReader
-from raftmq.broker.stream_validation import raw_stream_publish_problem
+from raftmq.broker.stream_validation import decoded_stream_publish_problem
 
 __all__ = ["BrokerState"]
 
@@ -167,7 +167,7 @@ class BrokerState:
         fields = read_stream_publish_fields(raw_fields)
         return self._execute(
             now_ms,
-            lambda: raw_stream_publish_problem(fields),
+            lambda: decoded_stream_publish_problem(fields),
             lambda: stream_flow.stream_publish(self._core, *fields),
         )
 

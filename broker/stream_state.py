@@ -18,6 +18,8 @@ from raftmq.broker.stream_results import PartitionInfo, StreamInfo
 __all__ = ["MAX_GROUPS_PER_STREAM", "StreamState", "partition_for_key"]
 
 MAX_GROUPS_PER_STREAM = 1000
+# Keys recur (a customer, a device): the hash of recent ones is remembered, up to this many.
+_MAX_CACHED_KEYS = 4096
 
 
 def partition_for_key(key: str, partition_count: int) -> int:
@@ -26,7 +28,8 @@ def partition_for_key(key: str, partition_count: int) -> int:
 
 
 class StreamState:
-    __slots__ = ("args", "groups", "logs", "name", "next_round_robin", "published", "trimmed")
+    __slots__ = ("_key_partitions", "args", "groups", "logs", "name", "next_round_robin",
+                 "published", "trimmed")
 
     def __init__(self, name: str, args: StreamArgs) -> None:
         self.name = name
@@ -36,11 +39,17 @@ class StreamState:
         self.next_round_robin = 0  # replicated: keyless messages go to partitions in turn
         self.published = 0
         self.trimmed = 0
+        self._key_partitions: dict[str, int] = {}  # derived, not state: a cache
 
     def choose_partition(self, key: str | None) -> int:
         count = len(self.logs)
         if key:
-            return partition_for_key(key, count)
+            cached = self._key_partitions.get(key)
+            if cached is None:
+                if len(self._key_partitions) >= _MAX_CACHED_KEYS:
+                    self._key_partitions.clear()
+                cached = self._key_partitions[key] = partition_for_key(key, count)
+            return cached
         partition = self.next_round_robin
         self.next_round_robin = (partition + 1) % count
         return partition

@@ -36,6 +36,7 @@ __all__ = [
     "MAX_STREAM_PUBLISH_MESSAGES",
     "MIN_SESSION_TIMEOUT_MS",
     "STREAM_CHECKS",
+    "decoded_stream_publish_problem",
     "raw_stream_publish_problem",
     "validate_stream_args",
 ]
@@ -73,19 +74,44 @@ def _publish_fields_problem(
     )
 
 
-def _message_range_problem(message: list[Any]) -> str | None:
-    """Ranges and encodability of one stream message whose types are right."""
-    key, partition, _body, headers = message
+def _range_problem(key: str | None, partition: int | None) -> str | None:
     if key is not None and len(key) > MAX_ROUTING_KEY_LEN:
         return f"message key is longer than {MAX_ROUTING_KEY_LEN} characters"
     if partition is not None and partition >= MAX_PARTITIONS:
         return f"partition must be below {MAX_PARTITIONS}"
-    return encodable_problem("key", [] if key is None else [key], headers)
+    return None
+
+
+def _is_plain(message: object) -> bool:
+    """The common shape, which needs no further check: an ASCII key (or none), no partition
+    or one in range, binary body, no headers."""
+    if type(message) is not list or len(message) != 4:
+        return False
+    key, partition, body, headers = message
+    return (
+        (key is None or (type(key) is str and key.isascii() and len(key) <= MAX_ROUTING_KEY_LEN))
+        and (partition is None or (type(partition) is int and 0 <= partition < MAX_PARTITIONS))
+        and type(body) is bytes and type(headers) is dict and not headers
+    )
+
+
+def decoded_stream_publish_problem(fields: RawStreamPublish) -> str | None:
+    """Checks of a stream publish decoded from the log by `read_stream_publish_fields`, which
+    already checked every type; decoded text is always encodable, so ranges remain."""
+    stream, messages, producer_id, sequence, max_total_bytes = fields
+    problem = _publish_fields_problem(stream, len(messages), producer_id, sequence, max_total_bytes)
+    if problem is not None:
+        return problem
+    for key, partition, _body, _headers in messages:
+        problem = _range_problem(key, partition)
+        if problem is not None:
+            return problem
+    return None
 
 
 def raw_stream_publish_problem(fields: RawStreamPublish) -> str | None:
-    """Checks of a stream publish in wire form (`read_stream_publish_fields` or the API's
-    decoder built it; message types are checked here again, cheaply, for the latter)."""
+    """Every check of a stream publish in wire form built in-process (types, ranges, what
+    msgpack can encode), so that once it passes the command encodes and applies cleanly."""
     stream, messages, producer_id, sequence, max_total_bytes = fields
     if type(messages) is not list:
         return "messages must be a list"
@@ -93,7 +119,12 @@ def raw_stream_publish_problem(fields: RawStreamPublish) -> str | None:
     if problem is not None:
         return problem
     for message in messages:
-        problem = stream_message_type_problem(message) or _message_range_problem(message)
+        if _is_plain(message):
+            continue
+        problem = stream_message_type_problem(message) or _range_problem(message[0], message[1])
+        if problem is None:
+            problem = encodable_problem("key", [] if message[0] is None else [message[0]],
+                                        message[3])
         if problem is not None:
             return problem
     return None
