@@ -60,7 +60,7 @@ def _encode_stream(stream: StreamState) -> list[Any]:
 
 def decode_streams(core: BrokerCore, value: object) -> None:
     for raw in array(value, "streams"):
-        stream = _decode_stream(raw)
+        stream = _decode_stream(raw, core.now_ms)
         check(stream.name not in core.streams and stream.name not in core.queues,
               f"stream {stream.name!r} twice")
         core.streams[stream.name] = stream
@@ -68,7 +68,7 @@ def decode_streams(core: BrokerCore, value: object) -> None:
     recompute_stream_deadline(core)
 
 
-def _decode_stream(raw: object) -> StreamState:
+def _decode_stream(raw: object, now_ms: int) -> StreamState:
     name, args_raw, round_robin, published, trimmed, partitions, groups = array(raw, "stream", 7)
     valid(validate_name("stream", text(name, "stream name")))
     a = array(args_raw, "stream args", 5)
@@ -82,21 +82,23 @@ def _decode_stream(raw: object) -> StreamState:
     stream.published = uint(published, "published")
     stream.trimmed = uint(trimmed, "trimmed")
     logs = array(partitions, "partitions", args.partitions)
-    stream.logs = [_decode_partition(raw_log) for raw_log in logs]
+    stream.logs = [_decode_partition(raw_log, now_ms) for raw_log in logs]
+    next_offsets = [log.next_offset for log in stream.logs]
     for raw_group in array(groups, "groups"):
-        group = _decode_group(raw_group, args.partitions)
+        group = _decode_group(raw_group, next_offsets)
         check(group.name not in stream.groups, f"group {group.name!r} twice")
         stream.groups[group.name] = group
     return stream
 
 
-def _decode_partition(raw: object) -> PartitionLog:
+def _decode_partition(raw: object, now_ms: int) -> PartitionLog:
     first_offset, timestamps, keys, bodies, headers = array(raw, "partition", 5)
     count = len(array(timestamps, "timestamps"))
     for column in (keys, bodies, headers):
         check(len(array(column, "record column")) == count, "record columns differ in length")
     uint_column(timestamps, "timestamp")
     check(all(map(le, timestamps, islice(timestamps, 1, None))), "timestamps go backwards")
+    check(not timestamps or timestamps[-1] <= now_ms, "a record is stamped after the state's time")
     check(types_of(keys) <= {str, type(None)}, "record key is not a string")
     check(types_of(bodies) <= {bytes}, "record body is not binary")
     if count:  # check_headers wants at least one map: an empty partition has none
@@ -105,9 +107,10 @@ def _decode_partition(raw: object) -> PartitionLog:
     return PartitionLog.restored(uint(first_offset, "first offset"), records)
 
 
-def _decode_group(raw: object, partition_count: int) -> ConsumerGroup:
+def _decode_group(raw: object, next_offsets: list[int]) -> ConsumerGroup:
     name, generation, members, committed = array(raw, "group", 4)
     valid(validate_name("group", text(name, "group name")))
+    partition_count = len(next_offsets)
     group = ConsumerGroup(name, partition_count)
     group.generation = uint(generation, "generation")
     for raw_member in array(members, "members"):
@@ -115,11 +118,14 @@ def _decode_group(raw: object, partition_count: int) -> ConsumerGroup:
         valid(validate_name("consumer", text(member, "member")))
         check(member not in group.members, "member twice")
         group.members[member] = Member(uint(timeout, "session timeout"), uint(expires, "expiry"))
+    check(group.generation > 0 or not group.members, "members in generation 0")
     flat = array(committed, "committed")
     check(len(flat) % 2 == 0, "committed offsets are not pairs")
     uint_column(flat, "committed offset")
     for index in range(0, len(flat), 2):
         check(flat[index] < partition_count, "commit of a missing partition")
+        # Nobody can have read past a partition's end, so no commit can point there.
+        check(flat[index + 1] <= next_offsets[flat[index]], "commit past a partition's end")
         group.committed[flat[index]] = flat[index + 1]
     group.rebuild_assignment()
     return group
