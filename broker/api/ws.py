@@ -9,6 +9,7 @@ the format of its request. Client -> server:
     {"op": "publish", "id": <int>, "exchange": "", "messages": [...], "producer_id"?, "sequence"?}
     {"op": "ping", "id": <int>}
     stream_subscribe, group_subscribe, credit, commit, unsubscribe: see ws_streams.py
+    consume, ack, nack, extend, cancel (queue push consumers): see ws_queues.py
 
 The fields besides `op` and `id` are exactly those of `POST /v1/publish`, validated by the same
 code. Server -> client, exactly one reply per request frame, in completion order (not request
@@ -33,11 +34,12 @@ included) frees slots before it could be mistaken for a dead peer.
 New ops (consume with credits, stream fetch) are one function each in `_OPS`: it validates its
 request, then replies exactly once through `_Connection.reply`/`reply_error`, now or later.
 
-Stream subscriptions (ws_streams.py) also push frames that answer no request. They hold no
-slot; instead each push awaits its socket write (`push`, one at a time per connection), so a
-client that stops reading stops the pushes too, and credit bounds what it may be sent. A
-subscription replies to its request from its own task (`send_reply`), so that its pushes can
-never overtake that reply. Its tasks end with the connection (`subscriptions.close()`).
+Stream and queue subscriptions (ws_streams.py, ws_queues.py) also push frames that answer no
+request. They hold no slot; instead each push awaits its socket write (`push`, one at a time per
+connection), so a client that stops reading stops the pushes too, and credit (prefetch, for
+queues) bounds what it may be sent. A subscription replies to its request from its own task
+(`send_reply`), so that its pushes can never overtake that reply. Its tasks end with the
+connection (`subscriptions.close()`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from raftmq.broker.api.errors import ApiError, bad_request
 # The HTTP path's own helpers: one definition of how a publish is proposed and answered.
 from raftmq.broker.api.handlers_messages import propose_publish, publish_receipt
 from raftmq.broker.api.publish_codec import parse_publish
+from raftmq.broker.api.ws_queues import QUEUE_OPS
 from raftmq.broker.api.ws_stream_group import GROUP_OPS
 from raftmq.broker.api.ws_streams import STREAM_OPS, StreamSubscriptions
 from raftmq.broker.results import PublishResult
@@ -379,6 +382,7 @@ _OPS: dict[str, Callable[[_Connection, _Request], None]] = {
     "publish": _publish,
     **STREAM_OPS,
     **GROUP_OPS,
+    **QUEUE_OPS,
 }
 
 
