@@ -1,0 +1,257 @@
+"""The synchronous client: the asyncio `Client` run on its own event loop in a daemon thread.
+
+    with SyncClient.connect(["http://127.0.0.1:8080"]) as client:
+        client.declare_queue("jobs")
+
+Each method blocks until the async call ends, with the same outcomes (success, definite failure,
+IndefiniteError). An exception in the waiting thread (KeyboardInterrupt) cancels the call in
+the loop before it propagates. Do not call a SyncClient from inside its own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+from collections.abc import Coroutine, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from raftmq.client.client import DEFAULT_REQUEST_TIMEOUT_S, Client
+from raftmq.client.retry import DEFAULT_RETRY_POLICY, RetryPolicy
+from raftmq.client.transport import Transport
+
+__all__ = ["LoopThread", "SyncClient"]
+
+T = TypeVar("T")
+_STOP_TIMEOUT_S = 10.0
+
+
+class LoopThread:
+    """An event loop running forever in a daemon thread, until `stop()`."""
+
+    def __init__(self, name: str = "raftmq-client-loop") -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+        self._stopped = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run `coroutine` on the loop and wait for its result in the calling thread."""
+        if self._stopped:
+            coroutine.close()
+            raise RuntimeError("the client is closed")
+        if threading.current_thread() is self._thread:
+            coroutine.close()
+            raise RuntimeError("a SyncClient cannot be called from its own event loop")
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            # Interrupted while waiting (or failed): make sure nothing keeps running.
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        shutdown = asyncio.run_coroutine_threadsafe(_shutdown(), self._loop)
+        # The loop is stopped regardless; a task that ignores cancellation is abandoned.
+        with contextlib.suppress(concurrent.futures.TimeoutError):
+            shutdown.result(timeout=_STOP_TIMEOUT_S)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=_STOP_TIMEOUT_S)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
+async def _shutdown() -> None:
+    """Cancel what is still running and release the loop's executor threads (DNS lookups)."""
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    loop = asyncio.get_running_loop()
+    await loop.shutdown_asyncgens()
+    await loop.shutdown_default_executor()
+
+
+class SyncClient:
+    def __init__(self, client: Client, runner: LoopThread) -> None:
+        """Prefer `SyncClient.connect`; `client` must belong to `runner`'s loop."""
+        self._client = client
+        self._runner = runner
+
+    @classmethod
+    def connect(
+        cls,
+        seeds: str | Sequence[str],
+        *,
+        retry: RetryPolicy = DEFAULT_RETRY_POLICY,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        transport: Transport | None = None,
+    ) -> SyncClient:
+        runner = LoopThread()
+
+        async def connect() -> Client:
+            return await Client.connect(seeds, retry=retry, request_timeout_s=request_timeout_s,
+                                        transport=transport)
+
+        try:
+            client = runner.run(connect())
+        except BaseException:
+            runner.stop()
+            raise
+        return cls(client, runner)
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self._runner.run(self._client.close())
+        except RuntimeError:
+            pass  # already closed
+        finally:
+            self._runner.stop()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run any coroutine of the async client (`self.client`) and wait for its result."""
+        return self._runner.run(coroutine)
+
+    @property
+    def client(self) -> Client:
+        """The async client underneath; only use it through `run`."""
+        return self._client
+
+    @property
+    def nodes(self) -> list[str]:
+        return self._client.nodes
+
+    @property
+    def leader_url(self) -> str | None:
+        return self._client.leader_url
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, object] | None = None,
+        params: Mapping[str, str] | None = None,
+        write: bool,
+        idempotent: bool,
+        content_encoding: str | None = None,
+        raw_body: bytes | None = None,
+        deadline_s: float | None = None,
+        attempt_timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        return self.run(self._client.request(
+            method, path, body=body, params=params, write=write, idempotent=idempotent,
+            content_encoding=content_encoding, raw_body=raw_body, deadline_s=deadline_s,
+            attempt_timeout_s=attempt_timeout_s,
+        ))
+
+    def refresh(self, *, deadline_s: float | None = None) -> None:
+        self.run(self._client.refresh(deadline_s=deadline_s))
+
+    # -- admin -----------------------------------------------------------------------------------
+
+    def declare_exchange(
+        self, name: str, exchange_type: str = "direct", *, alternate_exchange: str | None = None
+    ) -> bool:
+        return self.run(self._client.declare_exchange(name, exchange_type,
+                                                      alternate_exchange=alternate_exchange))
+
+    def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
+        self.run(self._client.delete_exchange(name, if_unused=if_unused))
+
+    def exchange_info(self, name: str) -> dict[str, Any]:
+        return self.run(self._client.exchange_info(name))
+
+    def list_exchanges(self) -> list[dict[str, Any]]:
+        return self.run(self._client.list_exchanges())
+
+    def declare_queue(
+        self,
+        name: str,
+        *,
+        max_length: int | None = None,
+        max_length_bytes: int | None = None,
+        overflow: str | None = None,
+        message_ttl_ms: int | None = None,
+        delivery_limit: int | None = None,
+        dead_letter_exchange: str | None = None,
+        dead_letter_routing_key: str | None = None,
+    ) -> bool:
+        return self.run(self._client.declare_queue(
+            name, max_length=max_length, max_length_bytes=max_length_bytes, overflow=overflow,
+            message_ttl_ms=message_ttl_ms, delivery_limit=delivery_limit,
+            dead_letter_exchange=dead_letter_exchange,
+            dead_letter_routing_key=dead_letter_routing_key,
+        ))
+
+    def delete_queue(self, name: str, *, if_empty: bool = False) -> None:
+        self.run(self._client.delete_queue(name, if_empty=if_empty))
+
+    def purge_queue(self, name: str) -> int:
+        return self.run(self._client.purge_queue(name))
+
+    def queue_info(self, name: str) -> dict[str, Any]:
+        return self.run(self._client.queue_info(name))
+
+    def list_queues(self) -> list[dict[str, Any]]:
+        return self.run(self._client.list_queues())
+
+    def bind(self, exchange: str, queue: str, binding_key: str = "") -> bool:
+        return self.run(self._client.bind(exchange, queue, binding_key))
+
+    def unbind(self, exchange: str, queue: str, binding_key: str = "") -> None:
+        self.run(self._client.unbind(exchange, queue, binding_key))
+
+    def list_bindings(
+        self, *, exchange: str | None = None, queue: str | None = None
+    ) -> list[dict[str, Any]]:
+        return self.run(self._client.list_bindings(exchange=exchange, queue=queue))
+
+    def declare_stream(
+        self,
+        name: str,
+        *,
+        partitions: int = 1,
+        max_age_ms: int | None = None,
+        max_bytes: int | None = None,
+        max_messages: int | None = None,
+        max_message_bytes: int | None = None,
+    ) -> bool:
+        return self.run(self._client.declare_stream(
+            name, partitions=partitions, max_age_ms=max_age_ms, max_bytes=max_bytes,
+            max_messages=max_messages, max_message_bytes=max_message_bytes,
+        ))
+
+    def delete_stream(self, name: str) -> None:
+        self.run(self._client.delete_stream(name))
+
+    def stream_info(self, name: str) -> dict[str, Any]:
+        return self.run(self._client.stream_info(name))
+
+    def list_streams(self) -> list[dict[str, Any]]:
+        return self.run(self._client.list_streams())
+
+    def cluster_status(self) -> dict[str, Any]:
+        return self.run(self._client.cluster_status())
