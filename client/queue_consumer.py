@@ -25,6 +25,7 @@ import msgpack
 
 from raftmq.client import errors
 from raftmq.client.buffering import Handover
+from raftmq.client.cluster import ClusterMap
 from raftmq.client.wire import Message, SettleReceipt, parse_error_document
 
 __all__ = ["QueueConsumer"]
@@ -36,7 +37,9 @@ _RECONNECT_PAUSE_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 
 class ConsumerClient(Protocol):
     @property
-    def nodes(self) -> list[str]: ...
+    def cluster_map(self) -> ClusterMap: ...
+
+    async def refresh(self, *, deadline_s: float | None = None) -> None: ...
 
     async def request(
         self, method: str, path: str, *, body: Mapping[str, object] | None = None,
@@ -72,6 +75,7 @@ class QueueConsumer:
         self._ids = itertools.count(1)
         self._runner: asyncio.Task[None] | None = None
         self.reconnects = 0
+        self.subscriptions = 0  # consume subscriptions made, over all connections
         self.node_url: str | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -157,9 +161,13 @@ class QueueConsumer:
     # ------------------------------------------------------------ push
 
     async def _push_loop(self) -> None:
-        for attempt in itertools.count():
-            nodes = self._client.nodes
-            url = nodes[attempt % len(nodes)]
+        cluster = self._client.cluster_map
+        attempt = 0  # failed connections in a row: the backoff grows with them only
+        while True:
+            # The cluster map knows which nodes failed lately (seeds included as a last
+            # resort), so a dead node is passed over while any other may answer.
+            url = cluster.pick(write=False)
+            subscribed_before = self.subscriptions
             try:
                 await self._connect_and_consume(url)
                 if self._buffer.failure is not None:
@@ -173,7 +181,12 @@ class QueueConsumer:
             except (aiohttp.ClientError, OSError, TimeoutError):
                 pass
             await self._disconnect()
+            cluster.note_failure(url)
+            if attempt % 4 == 3:  # nodes the map does not know yet may have announced themselves
+                with contextlib.suppress(errors.RaftMQError):
+                    await self._client.refresh(deadline_s=2.0)
             self.reconnects += 1
+            attempt = 0 if self.subscriptions > subscribed_before else attempt + 1
             await asyncio.sleep(_RECONNECT_PAUSE_S[min(attempt, len(_RECONNECT_PAUSE_S) - 1)])
 
     async def _connect_and_consume(self, url: str) -> None:
@@ -187,6 +200,7 @@ class QueueConsumer:
                                           "consumer": self.consumer, "prefetch": self.prefetch,
                                           "lease_ms": self.lease_ms})
             self._subscription = int(answer["subscription"])
+            self.subscriptions += 1
             await reader  # until the connection ends
         finally:
             reader.cancel()
