@@ -1,4 +1,5 @@
-"""The `raftmq` command: `server`, `dev`, and small admin commands over the HTTP API.
+"""The `raftmq` command: `server`, `dev`, and the client-side commands (`publish`, `consume`,
+`queues`, `streams`, `cluster status`, `bench`) built on the failover client.
 
 Heavy modules (aiohttp, the Raft layer, the client) are imported by the subcommand that
 needs them, so `raftmq --help` and configuration errors answer instantly.
@@ -58,6 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`raftmq consume ... | head`): stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     return code
 
 
