@@ -20,14 +20,13 @@ import asyncio
 import contextlib
 import secrets
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import lz4.frame
 import msgpack
 
 from raftmq.client import errors
+from raftmq.client.client import Client
 from raftmq.client.stream_wire import OutgoingRecord, StreamPublishReceipt
 from raftmq.client.wire import OutgoingMessage, PublishReceipt, WireFormat
 
@@ -78,17 +77,6 @@ class AppendedRecord:
     raft_index: int
 
 
-class RequestClient(Protocol):
-    """What the producer needs of `Client` (its one failover path)."""
-
-    async def request(
-        self, method: str, path: str, *, body: Mapping[str, object] | None = None,
-        params: Mapping[str, str] | None = None, write: bool, idempotent: bool,
-        content_encoding: str | None = None, raw_body: bytes | None = None,
-        deadline_s: float | None = None,
-    ) -> dict[str, Any]: ...
-
-
 Item = OutgoingMessage | OutgoingRecord
 Outcome = PublishedMessage | AppendedRecord
 
@@ -104,7 +92,7 @@ class Producer:
     """Publishes to one exchange (`OutgoingMessage`) or one stream (`OutgoingRecord`)."""
 
     def __init__(
-        self, client: RequestClient, *, exchange: str | None = None, stream: str | None = None,
+        self, client: Client, *, exchange: str | None = None, stream: str | None = None,
         settings: ProducerSettings | None = None, producer_id: str | None = None,
     ) -> None:
         if (exchange is None) == (stream is None):

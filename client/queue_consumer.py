@@ -17,15 +17,15 @@ import asyncio
 import contextlib
 import itertools
 import secrets
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any
 
 import aiohttp
 import msgpack
 
 from raftmq.client import errors
 from raftmq.client.buffering import Handover
-from raftmq.client.cluster import ClusterMap
+from raftmq.client.client import Client
 from raftmq.client.wire import Message, SettleReceipt, parse_error_document
 
 __all__ = ["QueueConsumer"]
@@ -35,23 +35,9 @@ PULL = "pull"
 _RECONNECT_PAUSE_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 
 
-class ConsumerClient(Protocol):
-    @property
-    def cluster_map(self) -> ClusterMap: ...
-
-    async def refresh(self, *, deadline_s: float | None = None) -> None: ...
-
-    async def request(
-        self, method: str, path: str, *, body: Mapping[str, object] | None = None,
-        params: Mapping[str, str] | None = None, write: bool, idempotent: bool,
-        content_encoding: str | None = None, raw_body: bytes | None = None,
-        deadline_s: float | None = None,
-    ) -> dict[str, Any]: ...
-
-
 class QueueConsumer:
     def __init__(
-        self, client: ConsumerClient, queue: str, *, consumer: str | None = None,
+        self, client: Client, queue: str, *, consumer: str | None = None,
         prefetch: int = 100, lease_ms: int = 30_000, mode: str = PUSH, wait_ms: int = 5_000,
     ) -> None:
         if mode not in (PUSH, PULL):

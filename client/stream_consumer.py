@@ -18,27 +18,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from raftmq.client import errors
 from raftmq.client.buffering import Handover
+from raftmq.client.client import Client
 from raftmq.client.stream_wire import StreamRecord
 
 __all__ = ["Assignment", "StreamConsumer"]
 
 EARLIEST = "earliest"
 LATEST = "latest"
-
-
-class RequestClient(Protocol):
-    async def request(
-        self, method: str, path: str, *, body: Mapping[str, object] | None = None,
-        params: Mapping[str, str] | None = None, write: bool, idempotent: bool,
-        content_encoding: str | None = None, raw_body: bytes | None = None,
-        deadline_s: float | None = None,
-    ) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -50,7 +42,7 @@ class Assignment:
 
 class StreamConsumer:
     def __init__(
-        self, client: RequestClient, stream: str, *, group: str | None = None,
+        self, client: Client, stream: str, *, group: str | None = None,
         member: str | None = None, partitions: tuple[int, ...] | None = None,
         start: str | int = EARLIEST, start_timestamp_ms: int | None = None,
         session_timeout_ms: int = 10_000, max_buffered_records: int = 10_000,
