@@ -46,14 +46,14 @@ class LatencyRecorder:
         self._exact_bits = int(self._histogram.sub_bucket_half_count_magnitude) + 1
         self._pending: dict[int, int] = {}
 
-    def record_s(self, seconds: float) -> None:
+    def record_s(self, seconds: float, count: int = 1) -> None:
         # Clamped into the histogram's range: a clock step must not lose the sample.
         micros = min(HIGHEST_US, max(LOWEST_US, int(seconds * 1_000_000)))
         shift = micros.bit_length() - self._exact_bits
         if shift > 0:
             micros = micros >> shift << shift
         pending = self._pending
-        pending[micros] = pending.get(micros, 0) + 1
+        pending[micros] = pending.get(micros, 0) + count
 
     def _flush(self) -> HdrHistogram:
         if self._pending:

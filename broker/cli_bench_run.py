@@ -38,6 +38,7 @@ __all__ = ["DEFAULT_DURATION_S", "BenchRun"]
 _STAMP = struct.Struct(">8sQ")  # the run's tag, the scheduled send time (perf_counter ns)
 _STAMP_BYTES = _STAMP.size
 _FILLER_POOL_BYTES = 1 << 20
+_ITEM_RING = 256
 _CONSUMER_POLL_S = 0.2
 _DRAIN_POLL_S = 0.05
 _PROGRESS_PERIOD_S = 1.0
@@ -52,12 +53,19 @@ class BenchRun:
         self.publish_latency = LatencyRecorder()
         self.end_to_end = LatencyRecorder()
         self._tag = secrets.token_bytes(8)
-        self._stamped = args.size >= _STAMP_BYTES
+        # Stamps let consumers find this run's messages and time them end to end.
+        self._stamped = args.size >= _STAMP_BYTES and args.consumers > 0
         self._filler = _filler(args.payload, max(_FILLER_POOL_BYTES, 2 * args.size))
         self._filler_at = 0
         self._filler_bytes = args.size - _STAMP_BYTES if self._stamped else args.size
         self._filler_span = len(self._filler) - self._filler_bytes + 1
         self._make_item = self._item_factory()
+        # Unstamped messages never change: a ring of them (distinct slices, so random bodies
+        # still differ) costs nothing per message. Items are immutable, so sharing is safe.
+        self._ring: list[Any] = []
+        self._ring_at = 0
+        if not self._stamped:
+            self._ring = [self._item(0.0) for _ in range(_ITEM_RING)]
         from raftmq.client.producer import PublishedMessage
 
         self._published_type = PublishedMessage
@@ -73,7 +81,7 @@ class BenchRun:
         consumers: list[Any] = []
         readers: list[asyncio.Task[None]] = []
         self._producers = [self._new_producer() for _ in range(args.producers)]
-        confirms = [_Confirms(self._on_outcome, ordered=args.in_flight == 1)
+        confirms = [_Confirms(self._on_outcome, self.publish_latency, ordered=args.in_flight == 1)
                     for _ in self._producers]
         progress: asyncio.Task[None] | None = None
         restore_sigint = self._catch_sigint()
@@ -173,6 +181,9 @@ class BenchRun:
 
     def _item(self, scheduled_s: float) -> Any:
         """One message: this is the hot path (tens of thousands per second), kept lean."""
+        if self._ring:
+            self._ring_at = (self._ring_at + 1) % _ITEM_RING
+            return self._ring[self._ring_at]
         filler_bytes = self._filler_bytes
         # Successive slices of the pool, so that random bodies differ and cannot be compressed.
         at = self._filler_at
@@ -211,32 +222,42 @@ class BenchRun:
             else:
                 if end_s is not None and now >= end_s:
                     break
-                scheduled_s = now
+                # Unlimited rate: hand the producer a batch's worth at once (one call
+                # instead of one per message; each still gets its own future).
+                count = args.batch if quota is None else min(args.batch, quota - sent)
+                items = [self._item(now) for _ in range(count)]
+                futures = await producer.send_many(items)
+                self.counters.sent += count
+                sent += count
+                confirms.add_many(now, futures)
+                continue
             future = await producer.send(self._item(scheduled_s))
             self.counters.sent += 1
             sent += 1
             confirms.add(scheduled_s, future)
 
-    def _on_outcome(self, scheduled_s: float, future: asyncio.Future[Outcome], now: float) -> None:
+    def _on_outcome(self, future: asyncio.Future[Outcome], now: float) -> bool:
+        """Counts one outcome; True for a confirmed message, whose latency the caller records
+        (in runs: the messages of one send share their scheduled time)."""
         counters = self.counters
         if future.cancelled():
             counters.note_error("cancelled", definite=False)
-            return
+            return False
         error = future.exception()
         if error is not None:
             counters.note_error(str(getattr(error, "code", type(error).__name__)),
                                 definite=bool(getattr(error, "definite", False)))
-            return
+            return False
         outcome = future.result()
         if isinstance(outcome, self._published_type) and outcome.status != "accepted":
             if outcome.status == "unroutable":
                 counters.unroutable += 1
             else:
                 counters.rejected += 1
-            return
+            return False
         counters.confirmed += 1
         counters.last_confirm_s = now - self._started
-        self.publish_latency.record_s(now - scheduled_s)
+        return True
 
     # ------------------------------------------------------------ consuming
 
@@ -334,9 +355,10 @@ class _Confirms:
     cost (one wake-up per batch instead of one scheduled callback per message). With more in
     flight batches may finish out of order: then each message gets its callback."""
 
-    def __init__(self, on_outcome: Callable[[float, asyncio.Future[Outcome], float], None], *,
-                 ordered: bool) -> None:
+    def __init__(self, on_outcome: Callable[[asyncio.Future[Outcome], float], bool],
+                 latency: LatencyRecorder, *, ordered: bool) -> None:
         self._on_outcome = on_outcome
+        self._latency = latency
         self._ordered = ordered
         self._pending: deque[tuple[float, asyncio.Future[Outcome]]] = deque()
         self._more = asyncio.Event()
@@ -352,13 +374,24 @@ class _Confirms:
         if self._idle:
             self._more.set()
 
+    def add_many(self, scheduled_s: float, futures: list[asyncio.Future[Outcome]]) -> None:
+        if not self._ordered:
+            for future in futures:
+                self.add(scheduled_s, future)
+            return
+        self._pending.extend((scheduled_s, future) for future in futures)
+        if self._idle:
+            self._more.set()
+
     def finish(self) -> None:
         """No more messages: the task ends once every outcome is in."""
         self._finished = True
         self._more.set()
 
     def _settled(self, scheduled_s: float, future: asyncio.Future[Outcome]) -> None:
-        self._on_outcome(scheduled_s, future, time.perf_counter())
+        now = time.perf_counter()
+        if self._on_outcome(future, now):
+            self._latency.record_s(now - scheduled_s)
 
     async def _collect(self) -> None:
         pending = self._pending
@@ -375,9 +408,18 @@ class _Confirms:
             if not oldest.done():
                 await asyncio.wait((oldest,))
             now = time.perf_counter()
+            run_s, run_count = 0.0, 0  # consecutive confirmed messages sent at one time
             while pending and pending[0][1].done():
                 scheduled_s, future = pending.popleft()
-                self._on_outcome(scheduled_s, future, now)
+                if not self._on_outcome(future, now):
+                    continue
+                if scheduled_s != run_s and run_count:
+                    self._latency.record_s(now - run_s, run_count)
+                    run_count = 0
+                run_s = scheduled_s
+                run_count += 1
+            if run_count:
+                self._latency.record_s(now - run_s, run_count)
 
 
 def _split(total: int, parts: int) -> list[int | None]:

@@ -18,11 +18,11 @@ from raftmq.client.errors import (
 from raftmq.client.http import RaftMQ
 from raftmq.client.producer import AppendedRecord, Producer, ProducerSettings, PublishedMessage
 from raftmq.client.queue_consumer import QueueConsumer
-from raftmq.client.responses import error_details
 from raftmq.client.retry import GiveUp, Retry, RetryPolicy, backoff_s, next_step
 from raftmq.client.stream_consumer import Assignment, StreamConsumer
 from raftmq.client.stream_wire import OutgoingRecord, StreamPublishReceipt, StreamRecord
 from raftmq.client.sync import SyncClient
+from raftmq.client.sync_pubsub import SyncProducer, SyncQueueConsumer, SyncStreamConsumer
 from raftmq.client.transport import AiohttpTransport, RawResponse, Transport
 from raftmq.client.wire import Message, OutgoingMessage, PublishReceipt, SettleReceipt
 from raftmq.client.ws import WsPublisher
@@ -59,11 +59,13 @@ __all__ = [
     "StreamPublishReceipt",
     "StreamRecord",
     "SyncClient",
+    "SyncProducer",
+    "SyncQueueConsumer",
+    "SyncStreamConsumer",
     "TooLargeError",
     "Transport",
     "UnavailableError",
     "WsPublisher",
     "backoff_s",
-    "error_details",
     "next_step",
 ]

@@ -150,8 +150,10 @@ class ClusterMap:
     def learn(self, cluster_document: Mapping[str, object]) -> None:
         """Add every node's `http_url` from a `GET /v1/cluster` document, and its leader."""
         urls = _document_urls(cluster_document)
-        if urls and not self._discovered:
-            # The advertised URLs replace the seeds (which may be DNS names or load balancers).
+        if urls and not self._discovered and _names_every_member(cluster_document):
+            # The advertised URLs replace the seeds (which may be DNS names or load balancers),
+            # but only once they are complete: a node that has not yet heard every member
+            # announce its URL must not make the client forget the seeds that lead there.
             self._nodes = []
             self._discovered = True
         for url in urls:
@@ -179,6 +181,15 @@ class ClusterMap:
     def _add_node(self, url: str) -> None:
         if url not in self._nodes and len(self._nodes) < MAX_KNOWN_NODES:
             self._nodes.append(url)
+
+
+def _names_every_member(document: Mapping[str, object]) -> bool:
+    """Whether the document gives an `http_url` for itself and each of its Raft peers."""
+    peers = document.get("peers")
+    if not isinstance(document.get("http_url"), str) or not isinstance(peers, list):
+        return False
+    return all(isinstance(peer, Mapping) and isinstance(peer.get("http_url"), str)
+               and peer.get("http_url") for peer in peers)
 
 
 def _document_urls(document: Mapping[str, object]) -> list[str]:

@@ -8,6 +8,8 @@ the code strings below are part of the public API and must never change meaning.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = [
     "BAD_REQUEST_CODES",
     "BATCH_TOO_LARGE",
@@ -167,6 +169,7 @@ class RaftMQError(Exception):
         definite: bool,
         leader: str | None = None,
         status: int | None = None,
+        details: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
@@ -174,6 +177,9 @@ class RaftMQError(Exception):
         self.definite = definite
         self.leader = leader
         self.status = status
+        # Fields the server's error carried beyond code, message, definite and leader (a
+        # 416's `first_offset` and `next_offset`).
+        self.details: Mapping[str, object] = dict(details or {})
 
 
 class InvalidRequestError(RaftMQError):
@@ -231,6 +237,7 @@ def error_for(
     definite: bool,
     leader: str | None = None,
     status: int | None = None,
+    details: Mapping[str, object] | None = None,
 ) -> RaftMQError:
     """Build the most specific error class for a code; indefinite outcomes always win."""
     effective_status = status if status is not None else STATUS_BY_CODE.get(code)
@@ -245,4 +252,5 @@ def error_for(
         cls = ServerError
     else:
         cls = RaftMQError
-    return cls(code, message, definite=definite, leader=leader, status=effective_status)
+    return cls(code, message, definite=definite, leader=leader, status=effective_status,
+               details=details)

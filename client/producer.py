@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import secrets
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import lz4.frame
@@ -28,10 +29,11 @@ import msgpack
 from raftmq.client import errors
 from raftmq.client.client import Client
 from raftmq.client.stream_wire import OutgoingRecord, StreamPublishReceipt
-from raftmq.client.wire import OutgoingMessage, PublishReceipt, WireFormat
+from raftmq.client.wire import OutgoingMessage, PublishReceipt, WireFormat, WireValueError
 
 __all__ = ["AppendedRecord", "Producer", "ProducerSettings", "PublishedMessage"]
 
+_TOO_LARGE = frozenset({errors.BATCH_TOO_LARGE, errors.REQUEST_TOO_LARGE})
 ACCEPTED = "accepted"
 UNROUTABLE = "unroutable"
 REJECTED = "rejected"
@@ -81,7 +83,7 @@ Item = OutgoingMessage | OutgoingRecord
 Outcome = PublishedMessage | AppendedRecord
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     item: Item
     size: int
@@ -103,6 +105,8 @@ class Producer:
         self.settings = settings or ProducerSettings()
         self.producer_id = producer_id or f"producer-{secrets.token_hex(8)}"
         self._next_sequence = 1
+        # Lowered when the broker refuses a batch as too large (its limit is configurable).
+        self._max_batch_messages = self.settings.max_batch_messages
         self._buffer: deque[_Pending] = deque()
         self._buffered_bytes = 0
         self._unsettled = 0  # buffered plus in flight: what the bound counts
@@ -111,6 +115,8 @@ class Producer:
         self._slots = asyncio.Semaphore(self.settings.max_in_flight_batches)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._loop = asyncio.get_running_loop()
+        self._item_type: type[Item] = OutgoingMessage if exchange is not None else OutgoingRecord
         self.batches_sent = 0
         self.compressed_batches = 0
         self._sender = asyncio.create_task(self._send_loop(), name=f"raftmq-{self.producer_id}")
@@ -121,16 +127,37 @@ class Producer:
         """Queue one message; waits while the buffer is full. The returned future settles with
         the message's outcome or error (see the module docstring)."""
         self._check_item(item)
+        if self._closed or self._unsettled >= self.settings.max_buffered_messages:
+            await self._wait_for_space()
+        # No await from the check above to here: on one event loop the space is still ours.
+        return self._enqueue(item)
+
+    async def send_many(self, items: Sequence[Item]) -> list[asyncio.Future[Outcome]]:
+        """`send` for several messages, in order; cheaper per message than separate sends."""
+        futures: list[asyncio.Future[Outcome]] = []
+        limit = self.settings.max_buffered_messages
+        item_type, enqueue = self._item_type, self._enqueue
+        for item in items:
+            if type(item) is not item_type:
+                self._check_item(item)
+            if self._closed or self._unsettled >= limit:
+                await self._wait_for_space()
+            futures.append(enqueue(item))
+        return futures
+
+    async def _wait_for_space(self) -> None:
         async with self._space:
             await self._space.wait_for(
                 lambda: self._closed or self._unsettled < self.settings.max_buffered_messages)
-            if self._closed:
-                raise RuntimeError("the producer is closed")
-            future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-            size = len(item.body) + 64  # the body dominates; the rest is a rough allowance
-            self._buffer.append(_Pending(item, size, future))
-            self._buffered_bytes += size
-            self._unsettled += 1
+        if self._closed:
+            raise RuntimeError("the producer is closed")
+
+    def _enqueue(self, item: Item) -> asyncio.Future[Outcome]:
+        future: asyncio.Future[Outcome] = self._loop.create_future()
+        size = len(item.body) + 64  # the body dominates; the rest is a rough allowance
+        self._buffer.append(_Pending(item, size, future))
+        self._buffered_bytes += size
+        self._unsettled += 1
         self._wake.set()
         return future
 
@@ -171,9 +198,9 @@ class Producer:
     # ------------------------------------------------------------ batching
 
     def _check_item(self, item: Item) -> None:
-        expected = OutgoingMessage if self._exchange is not None else OutgoingRecord
-        if not isinstance(item, expected):
-            raise TypeError(f"this producer takes {expected.__name__}, not {type(item).__name__}")
+        if type(item) is not self._item_type and not isinstance(item, self._item_type):
+            raise TypeError(f"this producer takes {self._item_type.__name__}, "
+                            f"not {type(item).__name__}")
 
     async def _send_loop(self) -> None:
         try:
@@ -185,8 +212,7 @@ class Producer:
                 await self._linger()
                 await self._slots.acquire()
                 batch = self._take_batch()
-                sequence = self._next_sequence
-                self._next_sequence += 1
+                sequence = self._take_sequence()
                 task = asyncio.create_task(self._send_batch(batch, sequence))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
@@ -213,14 +239,14 @@ class Producer:
 
     def _batch_full(self) -> bool:
         settings = self.settings
-        return (len(self._buffer) >= settings.max_batch_messages
+        return (len(self._buffer) >= self._max_batch_messages
                 or self._buffered_bytes >= settings.max_batch_bytes)
 
     def _take_batch(self) -> list[_Pending]:
         settings = self.settings
         batch: list[_Pending] = []
         size = 0
-        while self._buffer and len(batch) < settings.max_batch_messages:
+        while self._buffer and len(batch) < self._max_batch_messages:
             pending = self._buffer[0]
             if batch and size + pending.size > settings.max_batch_bytes:
                 break
@@ -232,10 +258,35 @@ class Producer:
 
     # ------------------------------------------------------------ one batch
 
+    def _take_sequence(self) -> int:
+        sequence = self._next_sequence
+        self._next_sequence += 1
+        return sequence
+
     async def _send_batch(self, batch: list[_Pending], sequence: int) -> None:
+        try:
+            parts = [(batch, sequence)]
+            while parts:
+                part, part_sequence = parts.pop()
+                parts += reversed(await self._send_part(part, part_sequence))
+        finally:
+            self._slots.release()
+            async with self._space:
+                self._unsettled -= len(batch)
+                self._space.notify_all()
+
+    async def _send_part(self, batch: list[_Pending], sequence: int
+                         ) -> list[tuple[list[_Pending], int]]:
+        """Sends one batch and settles its futures; returns the halves to send instead when
+        the broker refused it as too large (definite: nothing stored, so the first half may
+        reuse its sequence), and remembers the smaller size for later batches."""
         try:
             outcomes = await self._publish(batch, sequence)
         except errors.RaftMQError as error:
+            if error.code in _TOO_LARGE and error.definite and len(batch) > 1:
+                half = len(batch) // 2
+                self._max_batch_messages = min(self._max_batch_messages, half)
+                return [(batch[:half], sequence), (batch[half:], self._take_sequence())]
             self._settle(batch, error)
         except Exception as error:  # an unexpected answer: the batch may well be stored
             self._settle(batch, errors.error_for(
@@ -248,11 +299,7 @@ class Producer:
             for pending, outcome in zip(batch, outcomes, strict=True):
                 if not pending.future.done():
                     pending.future.set_result(outcome)
-        finally:
-            self._slots.release()
-            async with self._space:
-                self._unsettled -= len(batch)
-                self._space.notify_all()
+        return []
 
     async def _publish(self, batch: list[_Pending], sequence: int) -> list[Outcome]:
         fmt = WireFormat.MSGPACK
@@ -297,9 +344,14 @@ class Producer:
 
 
 def _message_outcomes(receipt: PublishReceipt, count: int) -> list[Outcome]:
-    unroutable, rejected = set(receipt.unroutable), set(receipt.rejected)
-    outcomes: list[Outcome] = []
-    for index in range(count):
-        status = UNROUTABLE if index in unroutable else REJECTED if index in rejected else ACCEPTED
-        outcomes.append(PublishedMessage(status, receipt.duplicate, receipt.index))
+    # Outcomes are immutable, so the messages of one batch share one object per status.
+    by_status = {status: PublishedMessage(status, receipt.duplicate, receipt.index)
+                 for status in (ACCEPTED, UNROUTABLE, REJECTED)}
+    if any(not 0 <= index < count for index in (*receipt.unroutable, *receipt.rejected)):
+        raise WireValueError("a receipt names a message outside the batch")
+    outcomes: list[Outcome] = [by_status[ACCEPTED]] * count
+    for index in receipt.unroutable:
+        outcomes[index] = by_status[UNROUTABLE]
+    for index in receipt.rejected:
+        outcomes[index] = by_status[REJECTED]
     return outcomes

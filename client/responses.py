@@ -3,7 +3,6 @@ extra fields (e.g. `first_offset`/`next_offset` of `offset_out_of_range`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from raftmq.client import errors
@@ -19,20 +18,12 @@ __all__ = [
     "LEADER_HEADER",
     "NODE_HEADER",
     "decode_response",
-    "error_details",
     "leader_hint",
 ]
 
 LEADER_HEADER = "X-Raftmq-Leader"
 NODE_HEADER = "X-Raftmq-Node"
 _STANDARD_ERROR_FIELDS = frozenset({"code", "message", "definite", "leader"})
-_DETAILS_ATTRIBUTE = "details"
-
-
-def error_details(error: errors.RaftMQError) -> Mapping[str, object]:
-    """The fields a server error carried beyond code, message, definite and leader."""
-    details = getattr(error, _DETAILS_ATTRIBUTE, None)
-    return details if isinstance(details, Mapping) else {}
 
 
 def leader_hint(response: RawResponse) -> str | None:
@@ -70,13 +61,12 @@ def _error(response: RawResponse, document: object, *, write: bool) -> errors.Ra
             definite=not write or response.status < 500, status=response.status,
             leader=leader_hint(response) or None,
         )
-    error = errors.error_for(
+    fields = document.get("error") if isinstance(document, dict) else None
+    extra = {key: value for key, value in fields.items()
+             if isinstance(key, str) and key not in _STANDARD_ERROR_FIELDS
+             } if isinstance(fields, dict) else {}
+    return errors.error_for(
         payload.code, payload.message, definite=payload.definite,
         leader=payload.leader or leader_hint(response) or None, status=response.status,
+        details=extra,
     )
-    fields = document.get("error") if isinstance(document, dict) else None
-    if isinstance(fields, dict):
-        extra = {key: value for key, value in fields.items()
-                 if isinstance(key, str) and key not in _STANDARD_ERROR_FIELDS}
-        setattr(error, _DETAILS_ATTRIBUTE, extra)
-    return error

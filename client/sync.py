@@ -10,77 +10,22 @@ the loop before it propagates. Do not call a SyncClient from inside its own loop
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextlib
-import threading
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 from raftmq.client.client import DEFAULT_REQUEST_TIMEOUT_S, Client
+from raftmq.client.producer import Producer, ProducerSettings
+from raftmq.client.queue_consumer import PUSH, QueueConsumer
 from raftmq.client.retry import DEFAULT_RETRY_POLICY, RetryPolicy
+from raftmq.client.stream_consumer import EARLIEST, Assignment, StreamConsumer
+from raftmq.client.sync_loop import LoopThread
+from raftmq.client.sync_pubsub import SyncProducer, SyncQueueConsumer, SyncStreamConsumer
 from raftmq.client.transport import Transport
 
-__all__ = ["LoopThread", "SyncClient"]
+__all__ = ["SyncClient"]
 
 T = TypeVar("T")
-_STOP_TIMEOUT_S = 10.0
-
-
-class LoopThread:
-    """An event loop running forever in a daemon thread, until `stop()`."""
-
-    def __init__(self, name: str = "raftmq-client-loop") -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
-        self._thread.start()
-        self._stopped = False
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run `coroutine` on the loop and wait for its result in the calling thread."""
-        if self._stopped:
-            coroutine.close()
-            raise RuntimeError("the client is closed")
-        if threading.current_thread() is self._thread:
-            coroutine.close()
-            raise RuntimeError("a SyncClient cannot be called from its own event loop")
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-        try:
-            return future.result()
-        except BaseException:
-            # Interrupted while waiting (or failed): make sure nothing keeps running.
-            future.cancel()
-            raise
-
-    def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        shutdown = asyncio.run_coroutine_threadsafe(_shutdown(), self._loop)
-        # The loop is stopped regardless; a task that ignores cancellation is abandoned.
-        with contextlib.suppress(concurrent.futures.TimeoutError):
-            shutdown.result(timeout=_STOP_TIMEOUT_S)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=_STOP_TIMEOUT_S)
-        if not self._thread.is_alive():
-            self._loop.close()
-
-
-async def _shutdown() -> None:
-    """Cancel what is still running and release the loop's executor threads (DNS lookups)."""
-    current = asyncio.current_task()
-    tasks = [task for task in asyncio.all_tasks() if task is not current]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    loop = asyncio.get_running_loop()
-    await loop.shutdown_asyncgens()
-    await loop.shutdown_default_executor()
 
 
 class SyncClient:
@@ -255,3 +200,43 @@ class SyncClient:
 
     def cluster_status(self) -> dict[str, Any]:
         return self.run(self._client.cluster_status())
+
+    # -- producing and consuming -----------------------------------------------------------------
+
+    def producer(
+        self, *, exchange: str | None = None, stream: str | None = None,
+        settings: ProducerSettings | None = None, producer_id: str | None = None,
+    ) -> SyncProducer:
+        """A `Producer` (see there) to one exchange or one stream, behind blocking calls."""
+        async def make() -> Producer:
+            return Producer(self._client, exchange=exchange, stream=stream, settings=settings,
+                            producer_id=producer_id)
+
+        return SyncProducer(self.run(make()), self._runner)
+
+    def queue_consumer(
+        self, queue: str, *, consumer: str | None = None, prefetch: int = 100,
+        lease_ms: int = 30_000, mode: str = PUSH, wait_ms: int = 5_000,
+    ) -> SyncQueueConsumer:
+        """A started `QueueConsumer` (see there); `close()` it, or use it in a `with`."""
+        started = self.run(QueueConsumer(
+            self._client, queue, consumer=consumer, prefetch=prefetch, lease_ms=lease_ms,
+            mode=mode, wait_ms=wait_ms).start())
+        return SyncQueueConsumer(started, self._runner)
+
+    def stream_consumer(
+        self, stream: str, *, group: str | None = None, member: str | None = None,
+        partitions: tuple[int, ...] | None = None, start: str | int = EARLIEST,
+        start_timestamp_ms: int | None = None, session_timeout_ms: int = 10_000,
+        max_buffered_records: int = 10_000, fetch_max_messages: int = 1000,
+        wait_ms: int = 5_000, on_rebalance: Callable[[Assignment], None] | None = None,
+    ) -> SyncStreamConsumer:
+        """A started `StreamConsumer` (see there). `on_rebalance` runs on the client's loop
+        thread: keep it short and do not call this client from it."""
+        started = self.run(StreamConsumer(
+            self._client, stream, group=group, member=member, partitions=partitions,
+            start=start, start_timestamp_ms=start_timestamp_ms,
+            session_timeout_ms=session_timeout_ms, max_buffered_records=max_buffered_records,
+            fetch_max_messages=fetch_max_messages, wait_ms=wait_ms,
+            on_rebalance=on_rebalance).start())
+        return SyncStreamConsumer(started, self._runner)

@@ -107,6 +107,18 @@ def test_learning_replaces_the_seeds_by_the_advertised_nodes() -> None:
     assert cluster.seeds == ["http://seed-name:8080"]  # kept as the last resort
 
 
+def test_a_document_missing_some_members_urls_keeps_the_seeds() -> None:
+    """A node that has not yet heard every member announce itself lists only part of the
+    cluster: the client adds what it names but keeps the seeds, until a complete answer."""
+    cluster = _map("http://seed-name:8080")
+    partial = _document(None, A, B)
+    partial["peers"] = [{"node_id": "n2", "http_url": B}, {"node_id": "n3", "http_url": None}]
+    cluster.learn(partial)
+    assert cluster.urls == ["http://seed-name:8080", A, B]
+    cluster.learn(_document(None, A, B, C))
+    assert cluster.urls == [A, B, C]
+
+
 def test_learning_merges_and_ignores_garbage() -> None:
     cluster = _map(A)
     cluster.learn(_document(None, A, B))

@@ -25,7 +25,6 @@ from raftmq.client import (
     RetryPolicy,
     SyncClient,
     UnavailableError,
-    error_details,
 )
 from raftmq.client import errors as codes
 from raftmq.client.wire import MSGPACK_CONTENT_TYPE, error_document
@@ -230,7 +229,7 @@ async def test_error_details_carry_the_extra_fields(broker: Broker) -> None:
         with pytest.raises(OutOfRangeError) as raised:
             await client.request("GET", f"/v1/streams/{stream}/partitions/0/messages",
                                  params={"offset": "5"}, write=False, idempotent=True)
-        assert error_details(raised.value) == {"first_offset": 0, "next_offset": 0}
+        assert raised.value.details == {"first_offset": 0, "next_offset": 0}
 
 
 # -- retries ------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ stay real, only some answers are lost after the broker acted on the request.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Mapping
 
 import pytest
@@ -193,3 +194,32 @@ async def test_settings_are_checked() -> None:
     with pytest.raises(ValueError):
         ProducerSettings(max_batch_messages=100, max_buffered_messages=10)
 
+
+
+async def test_a_batch_the_broker_finds_too_large_is_split(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The broker's batch limit is configurable: a producer whose batches exceed it splits
+    them (the refusal is definite, nothing was stored) and keeps the smaller size."""
+    small = await start_broker(tmp_path_factory.mktemp("raft"),
+                               dataclasses.replace(LIMITS, max_batch_messages=10))
+    try:
+        queue = unique("q")
+        async with await Client.connect(small.url) as client:
+            await client.declare_queue(queue)
+            settings = ProducerSettings(linger_ms=50, max_batch_messages=1000)
+            async with Producer(client, exchange="", settings=settings) as producer:
+                futures = await producer.send_many(
+                    [OutgoingMessage(b"%d" % i, routing_key=queue) for i in range(95)])
+                outcomes = await asyncio.gather(*futures)
+                sent_for_first_run = producer.batches_sent
+                more = await producer.send_many(
+                    [OutgoingMessage(b"%d" % i, routing_key=queue) for i in range(95, 105)])
+                await asyncio.gather(*more)
+        assert all(isinstance(o, PublishedMessage) and o.status == "accepted" for o in outcomes)
+        # Halving 95 under a limit of 10 settles at 5: the next 10 messages went as two
+        # batches of the learned size, neither refused.
+        assert producer.batches_sent == sent_for_first_run + 2
+        assert await queue_depth(small, queue) == 105
+        assert await claim_bodies(small, queue, 105) == [b"%d" % i for i in range(105)]
+    finally:
+        await stop_broker(small)
