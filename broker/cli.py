@@ -1,5 +1,6 @@
 """The `raftmq` command: `server`, `dev`, and the client-side commands (`publish`, `consume`,
-`queues`, `streams`, `cluster status`, `bench`) built on the failover client.
+`queues`, `streams`, `cluster status`, `bench`) built on the failover client, and `chaos`
+(raftmq.chaos: the command is the one place the broker's package reaches into it).
 
 Heavy modules (aiohttp, the Raft layer, the client) are imported by the subcommand that
 needs them, so `raftmq --help` and configuration errors answer instantly.
@@ -12,8 +13,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from raftmq.broker import cli_admin, cli_dev
+from raftmq.broker import cli_admin, cli_debug, cli_dev
 from raftmq.broker.config import ConfigError, add_server_arguments, settings_from_namespace
+from raftmq.chaos.cli import add_chaos_parser
 
 __all__ = ["build_parser", "main"]
 
@@ -49,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_parser(subparsers)
     cli_dev.add_dev_parser(subparsers)
     cli_admin.add_admin_parsers(subparsers)
+    cli_debug.add_debug_parser(subparsers)
+    add_chaos_parser(subparsers)
     return parser
 
 

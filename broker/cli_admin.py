@@ -14,7 +14,14 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from raftmq.broker import cli_bench, cli_messages, cli_streams
-from raftmq.broker.cli_common import DEFAULT_URL, common_options, format_body, print_table, runner
+from raftmq.broker.cli_common import (
+    DEFAULT_URL,
+    CliUsageError,
+    common_options,
+    format_body,
+    print_table,
+    runner,
+)
 
 if TYPE_CHECKING:
     from raftmq.client import Client
@@ -35,7 +42,7 @@ def add_admin_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     queues.set_defaults(handler=runner(_queues, writes=False))
 
     cluster = subparsers.add_parser("cluster", help="cluster commands",
-                                    description="Inspect the cluster.")
+                                    description="Inspect the cluster and change its membership.")
     cluster_commands = cluster.add_subparsers(dest="cluster_command", metavar="COMMAND",
                                               required=True)
     status = cluster_commands.add_parser(
@@ -45,11 +52,82 @@ def add_admin_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     status.add_argument("--json", action="store_true",
                         help="print the JSON documents: the cluster view and every node's view")
     status.set_defaults(handler=runner(_cluster_status, writes=False))
+    _add_membership_parsers(cluster_commands, common)
 
     cli_messages.add_publish_parser(subparsers, common)
     cli_messages.add_consume_parser(subparsers, common)
     cli_streams.add_streams_parser(subparsers, common)
     cli_bench.add_bench_parser(subparsers, common)
+
+
+def _add_membership_parsers(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    add = commands.add_parser(
+        "add-member", parents=[common], help="add a voting member (one change at a time)",
+        description="Add a node to the Raft membership, then start it with --peers listing the "
+        "members this prints. The leader makes the change (the client finds it); one change at "
+        "a time: a second one while the first is not applied answers "
+        "membership_change_in_progress. Repeating an add that was made is harmless.")
+    add.add_argument("node_id", metavar="ID", help="the new node's id (its --node-id)")
+    add.add_argument("raft_address", metavar="HOST:PORT",
+                     help="the new node's Raft address as the others dial it (its advertised "
+                     "raft address)")
+    add.set_defaults(handler=runner(_add_member, writes=True, check=_check_member_args))
+    remove = commands.add_parser(
+        "remove-member", parents=[common], help="remove a voting member",
+        description="Remove a node from the Raft membership. The leader is never removed by "
+        "itself: run transfer-leadership first (cannot_remove_leader otherwise). Stop the "
+        "removed node afterwards; until then it is cut off and harmless.")
+    remove.add_argument("node_id", metavar="ID", help="the id of the member to remove")
+    remove.set_defaults(handler=runner(_remove_member, writes=True, check=_check_member_args))
+    transfer = commands.add_parser(
+        "transfer-leadership", parents=[common], help="hand the leadership to another node",
+        description="Ask the leader to hand its leadership to a caught-up follower and wait "
+        "until a new leader is known; transfer_refused if no follower was caught up in time.")
+    transfer.add_argument("--to", metavar="ID", default=None,
+                          help="the member to become leader (default: the most caught-up one)")
+    transfer.set_defaults(handler=runner(_transfer_leadership, writes=True,
+                                         check=_check_member_args))
+
+
+def _check_member_args(args: argparse.Namespace) -> None:
+    from raftmq.broker.config import parse_host_port, parse_node_id
+
+    try:
+        for name in ("node_id", "to"):
+            value = getattr(args, name, None)
+            if value is not None:
+                parse_node_id(value)
+        if getattr(args, "raft_address", None) is not None:
+            args.raft_address = parse_host_port(args.raft_address)
+    except ValueError as error:
+        raise CliUsageError(str(error)) from None
+
+
+def _print_members(members: list[dict[str, Any]]) -> None:
+    rows: list[tuple[str, ...]] = [("NODE", "RAFT ADDRESS")]
+    rows += [(str(m.get("node_id")), str(m.get("raft_address"))) for m in members]
+    print_table(rows)
+    peers = ",".join(f"{m.get('node_id')}={m.get('raft_address')}" for m in members)
+    print(f"--peers {peers}")
+
+
+async def _add_member(client: Client, args: argparse.Namespace) -> int:
+    _print_members(await client.add_member(args.node_id, args.raft_address))
+    return 0
+
+
+async def _remove_member(client: Client, args: argparse.Namespace) -> int:
+    _print_members(await client.remove_member(args.node_id))
+    return 0
+
+
+async def _transfer_leadership(client: Client, args: argparse.Namespace) -> int:
+    leader = await client.transfer_leadership(args.to)
+    print(f"leader is now {leader}")
+    return 0
 
 
 async def _queues(client: Client, args: argparse.Namespace) -> int:

@@ -22,13 +22,16 @@ __all__ = [
     "ENV_PREFIX",
     "ConfigError",
     "NodeSettings",
+    "TestFault",
     "add_server_arguments",
     "build_server_parser",
     "env_name",
     "parse_host_port",
+    "parse_node_id",
     "parse_node_settings",
     "parse_peers",
     "parse_size_bytes",
+    "parse_test_fault",
     "settings_from_namespace",
     "split_host_port",
 ]
@@ -45,6 +48,18 @@ _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 class ConfigError(ValueError):
     """A configuration value is missing or invalid; the message names the flag or variable."""
+
+
+@dataclass(frozen=True)
+class TestFault:
+    """A deliberate bug, to prove that the chaos checker catches one. Never for real use."""
+
+    __test__ = False  # not a pytest test class, despite its name
+
+    drop_publish_every: int
+
+    def describe(self) -> str:
+        return f"drop-publish-every={self.drop_publish_every}"
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,8 @@ class NodeSettings:
     heartbeat_ms: int = 50
     max_log_bytes: int = 128 << 20
     raft_tick_mode: str = "thread"
+    test_fault: TestFault | None = None
+    sync_marker: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,11 +113,13 @@ def split_host_port(text: str) -> tuple[str, int]:
 
 
 def parse_host_port(text: str) -> str:
+    """``host:port`` normalised (IPv6 hosts in brackets); ValueError if malformed."""
     host, port = split_host_port(text)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _parse_node_id(text: str) -> str:
+def parse_node_id(text: str) -> str:
+    """A node id: 1..64 letters, digits, '_', '.', '-', starting with a letter or digit."""
     if not _NODE_ID_RE.match(text):
         raise ValueError(
             f"node id must be 1..64 chars of letters, digits, '_', '.', '-' "
@@ -118,7 +137,7 @@ def parse_peers(text: str) -> dict[str, str]:
         node_id, sep, address = item.partition("=")
         if not sep:
             raise ValueError(f"expected id=host:port, got {item!r}")
-        node_id = _parse_node_id(node_id.strip())
+        node_id = parse_node_id(node_id.strip())
         if node_id in peers:
             raise ValueError(f"peer {node_id!r} listed twice")
         peers[node_id] = parse_host_port(address)
@@ -160,6 +179,30 @@ def _parse_switch_interval_ms(text: str) -> float:
     return value
 
 
+_TEST_FAULTS = ("drop-publish-every",)
+
+
+def parse_test_fault(text: str) -> TestFault:
+    """``drop-publish-every=N``: the state machine silently drops every message whose id is a
+    multiple of N from its queues, while still confirming the publish."""
+    name, sep, value = text.strip().partition("=")
+    if name not in _TEST_FAULTS or not sep:
+        raise ValueError(f"unknown test fault {text!r}; known: "
+                         + ", ".join(f"{fault}=N" for fault in _TEST_FAULTS))
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{name} needs a positive integer, got {value!r}")
+    return TestFault(drop_publish_every=int(value))
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected 1/0, true/false, yes/no or on/off, got {text!r}")
+
+
 def _parse_http_url(text: str) -> str:
     url = text.strip().rstrip("/")
     scheme, sep, rest = url.partition("://")
@@ -198,7 +241,7 @@ class _Option:
 
 
 _OPTIONS: tuple[_Option, ...] = (
-    _Option("node_id", _parse_node_id, None, "this node's id, unique in the cluster (required)"),
+    _Option("node_id", parse_node_id, None, "this node's id, unique in the cluster (required)"),
     _Option("raft_bind", parse_host_port, None, "host:port the Raft port binds to (required)"),
     _Option("raft_advertise", parse_host_port, None, "host:port peers dial (default: raft bind)"),
     _Option("peers", parse_peers, "", "other nodes as id=host:port,id=host:port; an entry for "
@@ -231,6 +274,16 @@ _OPTIONS: tuple[_Option, ...] = (
             "flowing while a handler is busy); 'loop': on the event loop thread"),
     _Option("switch_interval_ms", _parse_switch_interval_ms, "0.5",
             "GIL switch interval: short, so the Raft thread is not starved by the event loop"),
+    _Option("test_fault", parse_test_fault, None,
+            "TESTING ONLY: a deliberate bug to prove the chaos checker catches it; "
+            "'drop-publish-every=N' silently loses every message whose id is a multiple of N "
+            "(publishes are still confirmed)"),
+)
+# Switches: `--sync-marker` alone turns it on; the variable takes 1/0, true/false, yes/no.
+_SWITCHES: tuple[_Option, ...] = (
+    _Option("sync_marker", _parse_bool, "false",
+            "record the journal's durable length after every sync in a sidecar file, for "
+            "`raftmq debug lose-unsynced` (power-loss simulation in tests)"),
 )
 
 _SECRET_HELP = "cluster secret shared by every node (required; prefer --secret-file)"
@@ -254,6 +307,10 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
             metavar=option.name.upper(),
             help=f"{option.help} [env {env_name(option.name)}{default}]",
         )
+    for option in _SWITCHES:
+        parser.add_argument(_flag(option.name), dest=option.name, action="store_const",
+                            const="true", default=None,
+                            help=f"{option.help} [env {env_name(option.name)}=1]")
     parser.add_argument("--secret", dest="secret", default=None, metavar="SECRET",
                         help=f"{_SECRET_HELP} [env {env_name('secret')}]")
     parser.add_argument("--secret-file", dest="secret_file", default=None, metavar="PATH",
@@ -370,7 +427,8 @@ def settings_from_namespace(
     namespace: argparse.Namespace, environ: Mapping[str, str]
 ) -> NodeSettings:
     """Resolve flags over environment over defaults, validate, and build the settings."""
-    values = {option.name: _resolve(option, namespace, environ) for option in _OPTIONS}
+    values = {option.name: _resolve(option, namespace, environ)
+              for option in (*_OPTIONS, *_SWITCHES)}
     for required in ("node_id", "raft_bind"):
         if values[required] is None:
             raise ConfigError(f"{_flag(required)} (or {env_name(required)}) is required")

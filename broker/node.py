@@ -72,6 +72,7 @@ def raft_config(settings: NodeSettings) -> RaftConfig:
         heartbeat_period_s=settings.heartbeat_ms / 1000,
         compaction_min_bytes=settings.max_log_bytes,
         tick_mode=settings.raft_tick_mode,
+        sync_marker=settings.sync_marker,
     )
 
 
@@ -126,7 +127,8 @@ class BrokerNode:
 
     def __init__(self, settings: NodeSettings) -> None:
         self.settings = settings
-        self.state = BrokerState()
+        fault = settings.test_fault
+        self.state = BrokerState(drop_publish_every=None if fault is None else fault.drop_publish_every)
         self.raft = RaftNode(raft_config(settings), self.state)
         self.ticker = Ticker(self.raft, self.state)
         self._runner: web.AppRunner | None = None
@@ -140,6 +142,7 @@ class BrokerNode:
         log.info("starting: raft %s (advertised %s), peers %s, data dir %s, fsync %s",
                  self.settings.raft_bind, self.settings.raft_advertise,
                  self.settings.peers or "none", self.settings.data_dir, self.settings.fsync)
+        _warn_about_test_settings(self.settings)
         # Set first: a start that fails half-way may have left Raft threads to stop.
         self._raft_started = True
         await self.raft.start()
@@ -184,13 +187,26 @@ class BrokerNode:
 
     async def _hand_off_leadership(self) -> None:
         try:
-            if not self.settings.peers or not self.raft.is_leader:
+            if not self.raft.members() or not self.raft.is_leader:
                 return
             moved = await self.raft.transfer_leadership(timeout_s=LEADERSHIP_HANDOFF_TIMEOUT_S)
         except Exception as exc:  # best effort: the peers elect a leader without us anyway
             log.warning("leadership hand-off failed: %r", exc)
             return
         log.info("leadership hand-off %s", "done" if moved else "timed out")
+
+
+def _warn_about_test_settings(settings: NodeSettings) -> None:
+    if settings.sync_marker:
+        log.info("sync marker on: the journal records its durable length (power-loss tests)")
+    if settings.test_fault is None:
+        return
+    banner = "!" * 78
+    # Loud on purpose: a node with this setting loses confirmed messages by design.
+    for line in (banner, f"TEST FAULT ENABLED: {settings.test_fault.describe()}",
+                 "this node silently LOSES confirmed messages (to test the chaos checker);",
+                 "never run it with data you care about", banner):
+        log.warning(line)
 
 
 async def _serve_until_signal(settings: NodeSettings) -> int:

@@ -88,9 +88,17 @@ _SETTLE_KINDS = (KIND_ACK, KIND_NACK, KIND_EXTEND_LEASE)
 
 
 class BrokerState:
-    """Implements the cluster's StateMachine protocol (apply / snapshot / restore)."""
+    """Implements the cluster's StateMachine protocol (apply / snapshot / restore).
 
-    def __init__(self) -> None:
+    `drop_publish_every=N` is a deliberate bug for testing the chaos checker (`--test-fault`):
+    every message whose id is a multiple of N is silently removed from the queues it was just
+    stored in, while the publish is still confirmed. Ids are replicated state, so every
+    replica drops the same messages and the replicas still agree with each other."""
+
+    def __init__(self, *, drop_publish_every: int | None = None) -> None:
+        if drop_publish_every is not None and drop_publish_every < 1:
+            raise ValueError("drop_publish_every must be at least 1")
+        self._drop_publish_every = drop_publish_every
         self._core = BrokerCore()
         self._handlers: dict[type, Callable[[Any], Result]] = {
             Publish: self._publish,
@@ -158,9 +166,9 @@ class BrokerState:
         return self._execute(
             now_ms,
             lambda: raw_publish_problem(now_ms, fields),
-            lambda: queue_flow.publish(
+            self._with_test_fault(lambda: queue_flow.publish(
                 self._core, exchange, messages, producer_id, sequence, max_total_bytes
-            ),
+            )),
         )
 
     def _apply_raw_stream_publish(self, now_ms: int, raw_fields: list[Any]) -> Result:
@@ -213,9 +221,29 @@ class BrokerState:
 
     def _publish(self, cmd: Publish) -> Result:
         messages = [[m.routing_key, m.body, m.headers, m.ttl_ms, m.delay_ms] for m in cmd.messages]
-        return queue_flow.publish(
+        return self._with_test_fault(lambda: queue_flow.publish(
             self._core, cmd.exchange, messages, cmd.producer_id, cmd.sequence, cmd.max_total_bytes
-        )
+        ))()
+
+    def _with_test_fault(self, publish: Callable[[], Result]) -> Callable[[], Result]:
+        every = self._drop_publish_every
+        if every is None:
+            return publish
+
+        def publish_then_drop() -> Result:
+            core = self._core
+            first_id = core.next_message_id
+            result = publish()
+            # A replayed (duplicate) publish stores nothing and takes no new ids.
+            dropped = [i for i in range(first_id, core.next_message_id) if i % every == 0]
+            for queue in core.queues.values():
+                for message_id in dropped:
+                    msg = queue.messages.get(message_id)
+                    if msg is not None:
+                        core.discard(queue, msg)
+            return result
+
+        return publish_then_drop
 
     def snapshot(self) -> bytes:
         return encode_snapshot(self._core)

@@ -145,6 +145,43 @@ class AdminMethods:
     async def list_streams(self) -> list[dict[str, Any]]:
         return _list_field(await self._read("/v1/streams"), "streams")
 
+    # -- cluster operations (run by the leader; the client follows its `not_leader` hint) ----
+
+    async def add_member(self, node_id: str, raft_address: str) -> list[dict[str, Any]]:
+        """Add a voting member (one change at a time); the members afterwards, each
+        `{"node_id", "raft_address"}`. Then start the new node with --peers = those members.
+        Repeating it is harmless: a member already at that address is success."""
+        body = {"node_id": node_id, "raft_address": raft_address}
+        result = await self.request("POST", "/v1/cluster/members", body=body, write=True,
+                                    idempotent=True)
+        return _list_field(result, "members")
+
+    async def remove_member(self, node_id: str) -> list[dict[str, Any]]:
+        """Remove a voting member (not the leader: transfer the leadership first); the
+        members afterwards. A repeat after an unknown outcome answers `member_not_found`,
+        which the client then reports as unknown."""
+        result = await self.request("DELETE", f"/v1/cluster/members/{_segment(node_id)}",
+                                    write=True, idempotent=True)
+        return _list_field(result, "members")
+
+    async def transfer_leadership(self, to: str | None = None) -> str:
+        """Hand the leadership to node `to` (default: the most caught-up follower); the new
+        leader's id. Without a target it is not repeated once its outcome is unknown: a
+        repeat would move the leadership again."""
+        body = None if to is None else {"to": to}
+        result = await self.request("POST", "/v1/cluster/leadership/transfer", body=body,
+                                    write=True, idempotent=to is not None)
+        leader = result.get("leader_id")
+        if not isinstance(leader, str):
+            raise errors.error_for(errors.UNEXPECTED_RESPONSE, "'leader_id' missing from the "
+                                   "response", definite=False)
+        return leader
+
+    async def state_digest(self) -> dict[str, Any]:
+        """The answering node's `{"node_id", "applied_index", "digest"}`: replicas at the same
+        applied index have the same digest. Use a client with one URL to ask one node."""
+        return await self._read("/v1/cluster/digest")
+
     async def _read(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
         return await self.request("GET", path, params=params, write=False, idempotent=True)
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 __all__ = [
+    "ALREADY_MEMBER",
     "BAD_REQUEST_CODES",
     "BATCH_TOO_LARGE",
+    "CANNOT_REMOVE_LEADER",
     "CONNECTION_ERROR",
     "DECODE_ERROR",
     "EXCHANGE_NOT_FOUND",
@@ -24,11 +26,14 @@ __all__ = [
     "IN_USE",
     "LEADERSHIP_LOST",
     "MALFORMED_REQUEST",
+    "MEMBERSHIP_CHANGE_IN_PROGRESS",
+    "MEMBER_NOT_FOUND",
     "MESSAGE_TOO_LARGE",
     "METHOD_NOT_ALLOWED",
     "NODE_STOPPED",
     "NOT_CAUGHT_UP",
     "NOT_FOUND",
+    "NOT_LEADER",
     "NOT_READY",
     "NO_LEADER",
     "OFFSET_OUT_OF_RANGE",
@@ -46,6 +51,7 @@ __all__ = [
     "STREAM_NOT_FOUND",
     "TIMEOUT",
     "TOO_MANY_WAITERS",
+    "TRANSFER_REFUSED",
     "UNEXPECTED_RESPONSE",
     "UNKNOWN_MEMBER",
     "UNSUPPORTED_MEDIA_TYPE",
@@ -73,6 +79,7 @@ QUEUE_NOT_FOUND = "queue_not_found"
 STREAM_NOT_FOUND = "stream_not_found"
 PARTITION_NOT_FOUND = "partition_not_found"
 GROUP_NOT_FOUND = "group_not_found"
+MEMBER_NOT_FOUND = "member_not_found"  # no cluster member has this node id
 # 405 / 415
 METHOD_NOT_ALLOWED = "method_not_allowed"
 UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
@@ -84,6 +91,12 @@ SEQUENCE_TOO_OLD = "sequence_too_old"
 UNKNOWN_MEMBER = "unknown_member"
 STALE_GENERATION = "stale_generation"
 PARTITION_NOT_ASSIGNED = "partition_not_assigned"
+# Cluster membership: one change at a time; the id or address is taken; the leader is removed
+# only after a leadership transfer; no follower is caught up enough to take the leadership.
+MEMBERSHIP_CHANGE_IN_PROGRESS = "membership_change_in_progress"
+ALREADY_MEMBER = "already_member"
+CANNOT_REMOVE_LEADER = "cannot_remove_leader"
+TRANSFER_REFUSED = "transfer_refused"
 # 416: a stream offset outside [first_offset, next_offset] (the error carries both).
 OFFSET_OUT_OF_RANGE = "offset_out_of_range"
 # 413
@@ -102,6 +115,9 @@ NOT_READY = "not_ready"
 TIMEOUT = "timeout"
 LEADERSHIP_LOST = "leadership_lost"
 NODE_STOPPED = "node_stopped"
+# A leader-only operation (membership, leadership transfer) sent to another node: `leader` says
+# where to send it.
+NOT_LEADER = "not_leader"
 # A read with min_applied_index that this replica did not reach in time (nothing happened).
 NOT_CAUGHT_UP = "not_caught_up"
 # 500: a server bug
@@ -123,6 +139,7 @@ STATUS_BY_CODE: dict[str, int] = {
     STREAM_NOT_FOUND: 404,
     PARTITION_NOT_FOUND: 404,
     GROUP_NOT_FOUND: 404,
+    MEMBER_NOT_FOUND: 404,
     METHOD_NOT_ALLOWED: 405,
     UNSUPPORTED_MEDIA_TYPE: 415,
     PRECONDITION_FAILED: 409,
@@ -131,6 +148,10 @@ STATUS_BY_CODE: dict[str, int] = {
     UNKNOWN_MEMBER: 409,
     STALE_GENERATION: 409,
     PARTITION_NOT_ASSIGNED: 409,
+    MEMBERSHIP_CHANGE_IN_PROGRESS: 409,
+    ALREADY_MEMBER: 409,
+    CANNOT_REMOVE_LEADER: 409,
+    TRANSFER_REFUSED: 409,
     OFFSET_OUT_OF_RANGE: 416,
     MESSAGE_TOO_LARGE: 413,
     BATCH_TOO_LARGE: 413,
@@ -144,6 +165,7 @@ STATUS_BY_CODE: dict[str, int] = {
     TIMEOUT: 503,
     LEADERSHIP_LOST: 503,
     NODE_STOPPED: 503,
+    NOT_LEADER: 503,
     NOT_CAUGHT_UP: 503,
     INTERNAL_ERROR: 500,
     DECODE_ERROR: 500,

@@ -33,6 +33,7 @@ __all__ = ["QueueConsumer"]
 PUSH = "push"
 PULL = "pull"
 _RECONNECT_PAUSE_S = (0.05, 0.1, 0.2, 0.5, 1.0)
+_WS_REPLY_TIMEOUT_S = 10.0
 
 
 class QueueConsumer:
@@ -111,17 +112,30 @@ class QueueConsumer:
                       extra: dict[str, object]) -> SettleReceipt:
         leases = [list(m.lease) for m in messages]
         live = [m.lease in self._live for m in messages]
+        maybe_applied = False
         if all(live) and self._ws is not None and self._subscription is not None:
-            with contextlib.suppress(errors.RaftMQError):
+            try:
                 answer = await self._ws_call({"op": action, "subscription": self._subscription,
                                               "leases": leases, **extra})
+            except errors.RaftMQError as error:
+                maybe_applied = not error.definite
+            else:
                 if action != "extend":
                     self._live.difference_update(m.lease for m in messages)
                 return SettleReceipt.from_wire(answer)
         # Not from this connection (or it just failed): settle through any node.
-        answer = await self._client.request(
-            "POST", f"/v1/queues/{self.queue}/{action}", body={"leases": leases, **extra},
-            write=True, idempotent=True)
+        try:
+            answer = await self._client.request(
+                "POST", f"/v1/queues/{self.queue}/{action}", body={"leases": leases, **extra},
+                write=True, idempotent=True)
+        except errors.RaftMQError as error:
+            if maybe_applied and error.definite:
+                # E.g. "unknown lease" because the WebSocket attempt did ack it: not a failure.
+                raise errors.error_for(
+                    error.code, f"{error.message} (an earlier attempt over the WebSocket may "
+                    "have applied)", definite=False, leader=error.leader, status=error.status,
+                    details=error.details) from error
+            raise
         if action != "extend":
             self._live.difference_update(m.lease for m in messages)
         return SettleReceipt.from_wire(answer)
@@ -227,8 +241,15 @@ class QueueConsumer:
         request_id = next(self._ids)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[request_id] = future
-        await ws.send_bytes(msgpack.packb({**document, "id": request_id}, use_bin_type=True))
-        reply = await asyncio.wait_for(future, 10.0)
+        try:
+            await ws.send_bytes(msgpack.packb({**document, "id": request_id}, use_bin_type=True))
+            reply = await asyncio.wait_for(future, _WS_REPLY_TIMEOUT_S)
+        except (aiohttp.ClientError, ConnectionError, TimeoutError) as error:
+            # Perhaps sent, perhaps applied: only the caller's fallback can settle it.
+            raise errors.error_for(errors.CONNECTION_ERROR, f"WebSocket {document['op']}: "
+                                   f"{type(error).__name__}: {error}", definite=False) from error
+        finally:
+            self._replies.pop(request_id, None)
         if "error" in reply:
             payload = parse_error_document(reply)
             code = payload.code if payload is not None else errors.UNEXPECTED_RESPONSE

@@ -2,13 +2,19 @@
 
 from .config import RaftConfig
 from .errors import (
+    LeaderRemovalRefused,
     LeadershipLost,
+    MemberExistsError,
+    MemberNotFoundError,
+    MembershipChangeInProgress,
     NodeStoppedError,
     NoLeaderError,
+    NotLeaderError,
     OverloadedError,
     ProposalError,
     ProposalRejected,
     ProposalTimeout,
+    TransferRefused,
 )
 from .group_commit import Applied
 from .node import ApplyFailure, RaftNode
@@ -19,9 +25,14 @@ __all__ = [
     "Applied",
     "ApplyFailure",
     "ClusterStatus",
+    "LeaderRemovalRefused",
     "LeadershipLost",
+    "MemberExistsError",
+    "MemberNotFoundError",
+    "MembershipChangeInProgress",
     "NoLeaderError",
     "NodeStoppedError",
+    "NotLeaderError",
     "OverloadedError",
     "PeerStatus",
     "ProposalError",
@@ -30,4 +41,5 @@ __all__ = [
     "RaftConfig",
     "RaftNode",
     "StateMachine",
+    "TransferRefused",
 ]

@@ -23,6 +23,8 @@ class RaftConfig:
     # "loop": pysyncobj's sockets and ticks run on the asyncio event loop (one thread per node);
     # "thread": its own tick thread, sharing the GIL with the loop. See docs/architecture.md.
     tick_mode: str = "thread"
+    # Record the journal's durable length after every sync (power-loss simulation, tests).
+    sync_marker: bool = False
 
     # Election timing. A crashed leader is noticed when its connections drop, and the followers
     # stand within 50-350 ms of that (raft_engine), so the timeout only has to catch silent

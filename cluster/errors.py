@@ -7,13 +7,19 @@
 from __future__ import annotations
 
 __all__ = [
+    "LeaderRemovalRefused",
     "LeadershipLost",
+    "MemberExistsError",
+    "MemberNotFoundError",
+    "MembershipChangeInProgress",
     "NoLeaderError",
     "NodeStoppedError",
+    "NotLeaderError",
     "OverloadedError",
     "ProposalError",
     "ProposalRejected",
     "ProposalTimeout",
+    "TransferRefused",
 ]
 
 
@@ -67,3 +73,51 @@ class NodeStoppedError(ProposalError):
 
     code = "node_stopped"
     definite = False
+
+
+# -- cluster operations (membership, leadership) --------------------------------------------------
+
+
+class NotLeaderError(ProposalError):
+    """The operation runs on the leader only (membership, leadership transfer); `leader_id`
+    names the leader to ask instead, if one is known. Nothing was done."""
+
+    code = "not_leader"
+    definite = True
+
+
+class MembershipChangeInProgress(ProposalError):
+    """Raft refused the change: an earlier change (or the new leader's first entry) is not yet
+    applied. Nothing was done; retry once the earlier change has settled."""
+
+    code = "membership_change_in_progress"
+    definite = True
+
+
+class MemberExistsError(ProposalError):
+    """The node id or Raft address already belongs to a member."""
+
+    code = "already_member"
+    definite = True
+
+
+class MemberNotFoundError(ProposalError):
+    """No member has this node id."""
+
+    code = "member_not_found"
+    definite = True
+
+
+class LeaderRemovalRefused(ProposalError):
+    """The leader is not removed by itself: transfer the leadership first, then remove it."""
+
+    code = "cannot_remove_leader"
+    definite = True
+
+
+class TransferRefused(ProposalError):
+    """No follower is connected and fully caught up (or the one asked for is not)."""
+
+    code = "transfer_refused"
+    definite = True
+

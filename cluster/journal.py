@@ -24,7 +24,9 @@ from typing import Any, overload
 
 import msgpack
 
-__all__ = ["DurableJournal", "JournalEntry"]
+from .sync_marker import DurableMark, LossReport, NodeLock, lose_unsynced, write_marker
+
+__all__ = ["DurableJournal", "JournalEntry", "lose_unsynced_writes", "record_ends"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,37 @@ def _encode_record(command: bytes, index: int, term: int) -> bytes:
     return header + command
 
 
+def _scan(data: bytes) -> tuple[list[JournalEntry], list[int], int]:
+    """The valid records at the start of `data`: entries, their offsets, and where they end."""
+    entries: list[JournalEntry] = []
+    offsets: list[int] = []
+    offset = 0
+    while offset + _RECORD_HEADER.size <= len(data):
+        length, crc, index, term = _RECORD_HEADER.unpack_from(data, offset)
+        start = offset + _RECORD_HEADER.size
+        command = data[start : start + length]
+        if length > _MAX_RECORD_BYTES or len(command) != length:
+            break
+        if _record_crc(index, term, command) != crc:
+            break
+        entries.append((command, index, term))
+        offsets.append(offset)
+        offset = start + length
+    return entries, offsets, offset
+
+
+def record_ends(data: bytes) -> list[int]:
+    """The end offset of every valid record in journal file contents `data`."""
+    entries, offsets, _ = _scan(data)
+    return [offset + _RECORD_HEADER.size + len(entry[0])
+            for entry, offset in zip(entries, offsets, strict=True)]
+
+
+def lose_unsynced_writes(raft_dir: Path) -> LossReport:
+    """Power-loss simulation on a stopped node (see sync_marker): cut what was never synced."""
+    return lose_unsynced(raft_dir, record_ends)
+
+
 class _MetaFile:
     """Term, vote and commit index. Term and vote are written synchronously: Raft requires them
     durable before any vote or message reflecting them leaves the node."""
@@ -67,24 +100,36 @@ class _MetaFile:
             if isinstance(loaded, dict):
                 self.values = loaded
 
-    def store(self) -> None:
+    def current_bytes(self) -> bytes | None:
+        return self._path.read_bytes() if self._path.exists() else None
+
+    def store(self) -> bytes:
+        """Write the values; returns the bytes written."""
+        packed: bytes = msgpack.packb(self.values, use_bin_type=True)
         tmp = self._path.with_name(self._path.name + ".tmp")
         with open(tmp, "wb") as file:
-            file.write(msgpack.packb(self.values, use_bin_type=True))
+            file.write(packed)
             file.flush()
             if self._fsync:
                 os.fsync(file.fileno())
         os.replace(tmp, self._path)
         if self._fsync:
             _fsync_dir(self._path.parent)
+        return packed
 
 
 class DurableJournal:
-    def __init__(self, directory: Path, *, fsync: bool) -> None:
+    """`sync_marker=True` also records the durable prefix after every sync (sync_marker.py);
+    what exists when the journal is opened counts as durable."""
+
+    def __init__(self, directory: Path, *, fsync: bool, sync_marker: bool = False) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        self._directory = directory
         self._path = directory / "journal.log"
         self._fsync = fsync
+        self._lock = NodeLock(directory) if sync_marker else None
         self._meta = _MetaFile(directory / "journal.meta", fsync)
+        self._durable = DurableMark(0, self._meta.current_bytes())
         self._meta_dirty = False
         self._entries: list[JournalEntry] = []
         self._offsets: list[int] = []
@@ -95,22 +140,12 @@ class DurableJournal:
         self.total_bytes = sum(len(entry[0]) for entry in self._entries)
         self.truncations = 0
         self.truncated_entries = 0
+        self._mark_durable(journal_bytes=self._end_offset)  # what exists at start counts
 
     # -- reading the file back -------------------------------------------------------------
     def _load(self) -> int:
         data = os.pread(self._fd, os.fstat(self._fd).st_size, 0)
-        offset = 0
-        while offset + _RECORD_HEADER.size <= len(data):
-            length, crc, index, term = _RECORD_HEADER.unpack_from(data, offset)
-            start = offset + _RECORD_HEADER.size
-            command = data[start : start + length]
-            if length > _MAX_RECORD_BYTES or len(command) != length:
-                break
-            if _record_crc(index, term, command) != crc:
-                break
-            self._entries.append((command, index, term))
-            self._offsets.append(offset)
-            offset = start + length
+        self._entries, self._offsets, offset = _scan(data)
         if offset != len(data) and data.count(0, offset) == len(data) - offset:
             return offset  # the zero-filled preallocated tail, not damage
         if offset != len(data):
@@ -119,12 +154,24 @@ class DurableJournal:
                 self._path, len(data) - offset, self._entries[-1][1] if self._entries else None,
             )
             os.ftruncate(self._fd, offset)
-            self._sync()
+            if self._fsync:
+                os.fdatasync(self._fd)
         return offset
 
     def _sync(self) -> None:
         if self._fsync:
             os.fdatasync(self._fd)
+            self._mark_durable(journal_bytes=self._end_offset)
+
+    def _mark_durable(self, *, journal_bytes: int | None = None, meta: bytes | None = None) -> None:
+        """Record a new durable state for the power-loss simulation (only with the marker);
+        None leaves that part as it was."""
+        if self._lock is None:
+            return
+        self._durable = DurableMark(
+            self._durable.journal_bytes if journal_bytes is None else journal_bytes,
+            self._durable.meta if meta is None else meta)
+        write_marker(self._directory, self._durable)
 
     def sync(self) -> None:
         """Make every appended record durable (a no-op with fsync "never")."""
@@ -172,9 +219,11 @@ class DurableJournal:
         del self._entries[position:]
         del self._offsets[position:]
         os.ftruncate(self._fd, offset)
-        self._sync()
         self._end_offset = offset
         self._allocated_end = offset
+        self._sync()
+        # Unsynced, the cut may not be durable; but what it removed is gone either way.
+        self._mark_durable(journal_bytes=min(self._durable.journal_bytes, offset))
 
     def deleteEntriesTo(self, entryTo: int) -> None:
         """Drop the prefix a snapshot now covers, rewriting the rest into a new file."""
@@ -200,6 +249,7 @@ class DurableJournal:
         self._allocated_end = offset
         self._dirty = False
         self.total_bytes = sum(len(entry[0]) for entry in kept)
+        self._mark_durable(journal_bytes=offset)  # the new file was fsynced above
 
     @overload
     def __getitem__(self, item: int) -> JournalEntry: ...
@@ -219,13 +269,21 @@ class DurableJournal:
         os.ftruncate(self._fd, self._end_offset)
         os.close(self._fd)
         self._fd = -1
+        if self._lock is not None:
+            self._lock.close()
 
     def flush(self) -> None:
         self.sync()
         if self._meta_dirty:
-            self._meta.store()
-            self._meta_dirty = False
+            self._store_meta()
         os.fsync(self._fd)
+        self._mark_durable(journal_bytes=self._end_offset)
+
+    def _store_meta(self) -> None:
+        packed = self._meta.store()
+        self._meta_dirty = False
+        if self._fsync:
+            self._mark_durable(meta=packed)
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
         # Written lazily: after a crash the commit index is relearned from the leader.
@@ -240,8 +298,7 @@ class DurableJournal:
     def setCurrentTerm(self, term: int, votedForNodeId: str | None) -> None:
         self._meta.values["term"] = term
         self._meta.values["voted_for"] = votedForNodeId
-        self._meta.store()
-        self._meta_dirty = False
+        self._store_meta()
 
     def getCurrentTerm(self) -> int:
         value = self._meta.values.get("term", 0)
@@ -253,5 +310,4 @@ class DurableJournal:
 
     def onOneSecondTimer(self) -> None:
         if self._meta_dirty:
-            self._meta.store()
-            self._meta_dirty = False
+            self._store_meta()

@@ -21,6 +21,7 @@ from .config import RaftConfig
 from .directory import NodeDirectory, encode_announce
 from .entry_codec import APP, SYSTEM, EntryDecodeError, decode_entry
 from .group_commit import Applied, GroupCommitLimits, GroupCommitter
+from .membership import MembershipMixin
 from .raft_engine import RaftEngine, Role
 from .snapshot_file import SnapshotMeta, read_snapshot_file
 from .state_machine import StateMachine
@@ -43,7 +44,7 @@ class ApplyFailure:
         return f"ApplyFailure({self.reason!r})"
 
 
-class RaftNode:
+class RaftNode(MembershipMixin):
     def __init__(self, config: RaftConfig, state_machine: StateMachine) -> None:
         self.config = config
         self._state_machine = state_machine
@@ -133,10 +134,11 @@ class RaftNode:
             log.error("entry %d is undecodable (%s); skipped on every replica alike", index, error)
             commands = None
         results: list[object] | None = None
-        if commands is not None:
-            with self._lock:
+        with self._lock:
+            # Set under the lock: a reader holding it sees the state and its index together.
+            if commands is not None:
                 results = [self._apply_one(kind, command) for kind, command in commands]
-        self._applied_index = index
+            self._applied_index = index
         loop = self._loop
         if loop is not None and not self._notify_scheduled:
             self._notify_scheduled = True
@@ -210,6 +212,17 @@ class RaftNode:
     def state_lock(self) -> threading.Lock:
         return self._lock
 
+    def snapshot_with_index(self) -> tuple[int, bytes]:
+        """The state machine's snapshot and the applied index it reflects, taken together.
+
+        Blocks apply while it encodes: call it off the event loop. Entries applied after
+        `_applied_index` but counted by the engine are no-ops or membership changes (anything
+        for the state machine goes through `_apply_entry` and this lock), so the larger index
+        of the two is the one this state is at."""
+        with self._lock:
+            engine_index = 0 if self._engine is None else self._engine.applied_index
+            return max(self._applied_index, engine_index), self._state_machine.snapshot()
+
     # -- background duties ------------------------------------------------------------------
     async def _watch(self) -> None:
         """Notice leader changes (to release queued proposals), give up on lost entries,
@@ -274,7 +287,11 @@ class RaftNode:
         address = None if self._engine is None else self._engine.leader_address
         if address is None:
             return None
-        return self.config.node_id_of(address) or self._directory.node_id_at(address) or address
+        return self.config.node_id_of(address) or self._directory_id_at(address) or address
+
+    def _directory_id_at(self, address: str) -> str | None:
+        with self._lock:
+            return self._directory.node_id_at(address)
 
     @property
     def term(self) -> int:
@@ -290,12 +307,25 @@ class RaftNode:
         return self._ready
 
     def node_metadata(self) -> dict[str, dict[str, str]]:
+        """Every current member (this node included) -> what it announced (at least its Raft
+        address). A removed node is left out even while the directory still names it."""
+        members = {self.config.node_id: self.config.advertise_address, **self.members()}
         with self._lock:
             nodes = self._directory.snapshot()
-        for node_id, address in [(self.config.node_id, self.config.advertise_address),
-                                 *self.config.peers.items()]:
-            nodes.setdefault(node_id, {"address": address})
-        return nodes
+        return {node_id: {**nodes.get(node_id, {}), "address": address}
+                for node_id, address in members.items()}
+
+    def members(self) -> dict[str, str]:
+        """The other voting members, node id -> Raft address, from the Raft membership."""
+        addresses = (sorted(self.config.peers.values()) if self._engine is None
+                     else self._engine.member_addresses())
+        with self._lock:
+            return {self._node_id_at(address): address for address in addresses}
+
+    def _node_id_at(self, address: str) -> str:
+        # The replicated directory first: --peers of a restarted node may be out of date.
+        return (self._directory.node_id_at(address) or self.config.node_id_of(address)
+                or address)
 
     def status(self) -> ClusterStatus:
         engine = self._engine
@@ -304,37 +334,10 @@ class RaftNode:
         peers = tuple(
             PeerStatus(node_id, address, engine.peer_connected(address),
                        engine.peer_match_index(address))
-            for node_id, address in sorted(self.config.peers.items()))
+            for node_id, address in sorted(self.members().items()))
         return ClusterStatus(
             node_id=self.node_id, role=engine.role, term=engine.term, leader_id=self.leader_id,
             commit_index=engine.commit_index, applied_index=self.applied_index,
             log_entries=len(engine.journal), has_quorum=engine.has_quorum, peers=peers,
             ready=self._ready, log_truncations=engine.journal.truncations,
             snapshots_written=engine.snapshotter.snapshots_written)
-
-    async def transfer_leadership(self, timeout_s: float = 5.0) -> bool:
-        """Hand leadership to the most caught-up follower; True once another node leads."""
-        engine = self._engine
-        if engine is None or not self.is_leader:
-            return False
-        loop = asyncio.get_running_loop()
-        accepted: asyncio.Future[bool] = loop.create_future()
-
-        def settle(ok: bool) -> None:
-            if not accepted.done():
-                accepted.set_result(ok)
-
-        def on_done(ok: bool) -> None:  # pysyncobj's thread
-            loop.call_soon_threadsafe(settle, ok)
-
-        engine.transfer_leadership(on_done)
-        deadline = loop.time() + timeout_s
-        with contextlib.suppress(TimeoutError):
-            if not await asyncio.wait_for(accepted, timeout_s):
-                return False
-        while loop.time() < deadline:
-            leader = self.leader_id
-            if leader is not None and leader != self.node_id:
-                return True
-            await asyncio.sleep(_WATCH_PERIOD_S)
-        return False

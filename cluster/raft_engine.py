@@ -65,6 +65,10 @@ _OUTCOMES = {
 }
 
 
+def _outcome_of(error: int) -> str:
+    return _OUTCOMES.get(error, EntryOutcome.UNKNOWN)
+
+
 class Role:
     FOLLOWER = "follower"
     CANDIDATE = "candidate"
@@ -259,9 +263,11 @@ class RaftEngine:
         self._config = config
         self._apply_entry = apply_entry
         config.raft_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = DurableJournal(config.raft_dir, fsync=config.fsync == "always")
+        self.journal = DurableJournal(config.raft_dir, fsync=config.fsync == "always",
+                                      sync_marker=config.sync_marker)
         self.snapshot_path = config.raft_dir / "snapshot.bin"
-        self.snapshotter = ForkingSnapshotter(self.snapshot_path, 1024 * 1024, capture, restore,
+        self.snapshotter = ForkingSnapshotter(self.snapshot_path, 1024 * 1024, capture,
+                                              self._keeping_the_tail(restore),
                                               _SERIALIZER_STATES, TCPNode)
         self._core: _RaftCore | None = None
         self._owner: threading.Thread | None = None
@@ -273,6 +279,32 @@ class RaftEngine:
         self._periodic: asyncio.TimerHandle | None = None
         self._tick_scheduled = False
         _TransportZlib.level = config.transport_zlib_level
+
+    def _keeping_the_tail(self, restore: Callable[[SnapshotMeta, bytes], None]
+                          ) -> Callable[[SnapshotMeta, bytes], None]:
+        def restore_snapshot(meta: SnapshotMeta, blob: bytes) -> None:
+            self._drop_prefix_covered_by(meta)
+            restore(meta, blob)
+
+        return restore_snapshot
+
+    def _drop_prefix_covered_by(self, meta: SnapshotMeta) -> None:
+        """pysyncobj loads a snapshot, then keeps the journal only if it starts with the
+        snapshot's last two entries, and otherwise clears all of it. A node stopped after
+        writing a snapshot but before dropping the journal prefix it covers (the next tick's
+        work) still has that prefix: its entries after the snapshot, committed ones too, would
+        be cleared; on every node of a cluster restarted at once (they snapshot together).
+        Dropping just the covered prefix first keeps them."""
+        journal = self.journal
+        if len(journal) < 2:
+            return
+        position = meta.previous_entry[1] - journal[0][1]
+        if position <= 0 or position + 1 >= len(journal):
+            return
+        if journal[position] == meta.previous_entry and journal[position + 1] == meta.last_entry:
+            log.info("dropping the %d journal entries the snapshot at index %d covers",
+                     position, meta.index)
+            journal.deleteEntriesTo(position)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, timeout_s: float = 30.0) -> None:
@@ -421,9 +453,33 @@ class RaftEngine:
 
         self._require_core().apply_entry(entry, callback=callback)
 
-    def transfer_leadership(self, on_done: Callable[[bool], None]) -> None:
+    def transfer_leadership(self, on_done: Callable[[bool], None],
+                            target_address: str | None = None) -> None:
+        """Ask pysyncobj to hand leadership to `target_address` (None: the most caught-up
+        connected follower). `on_done(False)` when it refused: not leader, or no such
+        follower fully caught up. True only means the request was sent."""
+        target = None if target_address is None else TCPNode(target_address)
         self._require_core().transferLeadership(
-            callback=lambda _result, error: on_done(error == FAIL_REASON.SUCCESS))
+            target, callback=lambda _result, error: on_done(error == FAIL_REASON.SUCCESS))
+
+    def add_member(self, address: str, on_settled: Callable[[str], None]) -> None:
+        """Single-server change: `on_settled(EntryOutcome...)` once the change entry applied
+        here or was refused (REJECTED: an earlier change, or this term's first entry, is not
+        applied yet, or the node already is a member)."""
+        self._require_core().addNodeToCluster(
+            address, callback=lambda _result, error: on_settled(_outcome_of(error)))
+
+    def remove_member(self, address: str, on_settled: Callable[[str], None]) -> None:
+        self._require_core().removeNodeFromCluster(
+            address, callback=lambda _result, error: on_settled(_outcome_of(error)))
+
+    def member_addresses(self) -> list[str]:
+        """The other voting members' Raft addresses as this node's Raft log has them now: a
+        change counts from the moment its entry is appended (single-server changes)."""
+        core = self._core
+        if core is None:
+            return sorted(self._config.peers.values())
+        return sorted(str(node.id) for node in core.otherNodes)  # otherNodes returns a copy
 
     def force_compaction(self) -> None:
         self._require_core().forceLogCompaction()

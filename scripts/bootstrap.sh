@@ -14,6 +14,12 @@ if ! "$PY" -c 'import venv, ensurepip' 2>/dev/null; then
         apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
     fi
 fi
+# The chaos suite's network partitions are nftables rules inside network namespaces (chaos/netns.py).
+if ! command -v nft >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" -eq 0 ]; then
+    # Optional (only the partition tests need it), so a failed install warns instead of stopping bootstrap.
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables; } >/dev/null 2>&1 \
+        || echo "bootstrap: could not install nftables; network-partition tests will be skipped" >&2
+fi
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi

@@ -10,7 +10,13 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from raftmq.broker.api import handlers_admin, handlers_messages, handlers_streams, ws
+from raftmq.broker.api import (
+    handlers_admin,
+    handlers_cluster,
+    handlers_messages,
+    handlers_streams,
+    ws,
+)
 from raftmq.broker.api.content import respond
 from raftmq.broker.api.context import CONTEXT_KEY, ApiContext, context_of
 from raftmq.broker.api.errors import ApiError
@@ -172,6 +178,7 @@ def build_app(
     app = web.Application(client_max_size=limits.max_request_bytes, middlewares=[edge_middleware])
     app[CONTEXT_KEY] = ctx
     app.add_routes(handlers_admin.ROUTES)
+    app.add_routes(handlers_cluster.ROUTES)
     app.add_routes(handlers_messages.ROUTES)
     app.add_routes(handlers_streams.ROUTES)
     ws.install(app)

@@ -174,6 +174,19 @@ class ClusterHarness:
                 data_dir=self.base_dir / node_id, log_path=self.base_dir / f"{node_id}.log",
             )
 
+    def add_node(self, node_id: str) -> HarnessNode:
+        """Plan one more node (fresh ports, not started), e.g. to add it to the membership;
+        its --peers are every other node of the harness. `size` (the majority `leader_id`
+        asks for) is left alone: set it to the new member count once the change is made."""
+        if node_id in self.nodes:
+            raise ValueError(f"{node_id} already exists")
+        raft_port, http_port = pick_free_ports(2)
+        node = HarnessNode(node_id=node_id, raft_port=raft_port, http_port=http_port,
+                           data_dir=self.base_dir / node_id,
+                           log_path=self.base_dir / f"{node_id}.log")
+        self.nodes[node_id] = node
+        return node
+
     # -- processes ---------------------------------------------------------------------------
 
     def command(self, node_id: str) -> list[str]:

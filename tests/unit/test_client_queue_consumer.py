@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import aiohttp
 import pytest
 
 from raftmq.client import errors
@@ -112,3 +113,24 @@ async def test_bad_settings_are_refused(broker: Broker) -> None:
             QueueConsumer(client, "q", prefetch=0)
         with pytest.raises(ValueError):
             QueueConsumer(client, "q", mode="sideways")
+
+
+async def test_an_ack_the_websocket_cannot_send_goes_over_http(broker: Broker) -> None:
+    """A connection that breaks under an ack must not surface as a raw aiohttp error: the ack
+    is settled through the client's failover path instead."""
+    queue = unique("q")
+    await fill(broker, queue, 5)
+    async with await Client.connect(broker.url) as client, QueueConsumer(
+        client, queue, prefetch=5
+    ) as consumer:
+        messages = await take(consumer, 5)
+        ws = consumer._ws
+        assert ws is not None
+
+        async def broken_send(_data: bytes, _compress: int | None = None) -> None:
+            raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+
+        ws.send_bytes = broken_send  # type: ignore[method-assign,assignment]  # the fault
+        receipt = await consumer.ack(messages)
+    assert receipt.settled == 5 and not receipt.failures
+    assert await depth(broker, queue) == (0, 0)
