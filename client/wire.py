@@ -261,6 +261,10 @@ class OutgoingMessage:
     delay_ms: int | None = None
 
     def to_wire(self, wire_format: WireFormat, *, with_routing_key: bool = True) -> dict[str, object]:
+        if (wire_format is WireFormat.MSGPACK and with_routing_key and not self.headers
+                and self.ttl_ms is None and self.delay_ms is None):
+            # The common case, on the producer's per-message path.
+            return {"body": self.body, "routing_key": self.routing_key}
         document: dict[str, object] = body_to_wire(self.body, wire_format)
         if wire_format is WireFormat.JSON:
             # A request needs only one body form; the base64 one is exact.
