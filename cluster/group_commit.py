@@ -231,6 +231,19 @@ class GroupCommitter:
                 self._fail(proposal, error)
         self.kick()
 
+    def abandon_inflight(self, reason: str) -> None:
+        """This node stopped leading: what it appended may or may not commit under the next
+        leader, and pysyncobj may never say which. Report every in-flight entry as unknown now
+        instead of holding its callers until their deadlines (a leader cut off from the others
+        steps down after `leader_fallback_timeout_s`; clients then retry elsewhere, idempotently).
+        Proposals not yet submitted stay queued: they go to the next leader as usual."""
+        entries, self._inflight = list(self._inflight.values()), {}
+        leader = self._leader_known()
+        for entry in entries:
+            for proposal in entry.proposals:
+                self._fail(proposal, LeadershipLost(reason, leader_id=leader))
+        self.kick()
+
     def reap(self) -> None:
         """Called periodically: give up on entries Raft never answered."""
         self._reap_stuck_entries()

@@ -83,11 +83,23 @@ class RaftNode(MembershipMixin):
             max_pending_bytes=c.max_pending_bytes, compress_min_bytes=c.compress_min_bytes,
             max_command_bytes=c.max_entry_bytes - 1024)
         self._committer = GroupCommitter(self._loop, engine.submit, limits, lambda: self.leader_id)
+        engine.on_step_down = self._stepped_down
         while not await self.wait_applied(target_index, 0.1):
             pass  # replaying the journal: the apply path wakes us; the timeout covers no-ops
         self._ready = True
         log.info("node %s replayed its log up to index %d", c.node_id, engine.applied_index)
         self._tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._announce())]
+
+    def _stepped_down(self) -> None:  # the engine's thread
+        def abandon() -> None:
+            if self._committer is not None:
+                self._committer.abandon_inflight(
+                    "this node stopped leading with the entry in flight; it may still commit")
+
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed: nothing waits
+                loop.call_soon_threadsafe(abandon)
 
     @staticmethod
     def _replay_target(engine: RaftEngine) -> int:

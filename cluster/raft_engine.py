@@ -278,6 +278,8 @@ class RaftEngine:
         self._poller: LoopPoller | None = None
         self._periodic: asyncio.TimerHandle | None = None
         self._tick_scheduled = False
+        # Called on the engine's thread when this node stops leading; must be thread-safe.
+        self.on_step_down: Callable[[], None] | None = None
         _TransportZlib.level = config.transport_zlib_level
 
     def _keeping_the_tail(self, restore: Callable[[SnapshotMeta, bytes], None]
@@ -428,8 +430,11 @@ class RaftEngine:
 
     def _log_state_change(self, old_state: int, new_state: int) -> None:
         # pysyncobj's thread: the moment of the change, unlike any later observer on the loop.
-        log.info("raft role %s -> %s (term %d)", _ROLE_BY_STATE.get(old_state, old_state),
-                 _ROLE_BY_STATE.get(new_state, new_state), self.term)
+        old_role = _ROLE_BY_STATE.get(old_state, old_state)
+        new_role = _ROLE_BY_STATE.get(new_state, new_state)
+        log.info("raft role %s -> %s (term %d)", old_role, new_role, self.term)
+        if old_role == Role.LEADER and new_role != Role.LEADER and self.on_step_down is not None:
+            self.on_step_down()
 
     def stop(self) -> None:
         if self._config.tick_mode == "loop":

@@ -450,3 +450,25 @@ async def test_an_engine_that_always_refuses_fails_by_the_deadline(build: Build,
         error = await failure(committer.propose(APP, b"x", SHORT_TIMEOUT_S))
     assert error.definite is True  # the engine never took it
     assert raft.refusals_left > 1_000_000 - 10  # retried at a gentle pace, not in a hot loop
+
+
+async def test_stepping_down_reports_in_flight_entries_unknown_at_once(
+        build: Build, raft: FakeRaft) -> None:
+    committer = build()
+    sent = [committer.propose(APP, c, LONG_TIMEOUT_S) for c in (b"x", b"y")]
+    await wait_until(lambda: len(raft.entries) == 1, "the entry")
+    raft.leader = None
+    committer.abandon_inflight("stepped down")
+    for future in sent:
+        error = await failure(future)
+        assert isinstance(error, LeadershipLost) and error.definite is False
+    assert committer.inflight_count == 0
+    # A late answer from Raft for the abandoned entry changes nothing.
+    raft.entries[0].apply(index=9)
+    await next_iterations()
+    # Proposals made afterwards go out as usual, once a leader is known again.
+    raft.leader = "n2"
+    later = committer.propose(APP, b"z", LONG_TIMEOUT_S)
+    await wait_until(lambda: len(raft.entries) == 2, "the next entry")
+    raft.entries[1].apply(index=10)
+    assert await outcome(later) == Applied(b"ok:z", 10)
