@@ -92,6 +92,14 @@ class SyncClient:
     def leader_url(self) -> str | None:
         return self._client.leader_url
 
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._client.retry_policy
+
+    @property
+    def request_timeout_s(self) -> float:
+        return self._client.request_timeout_s
+
     def request(
         self,
         method: str,
@@ -200,6 +208,18 @@ class SyncClient:
 
     def cluster_status(self) -> dict[str, Any]:
         return self.run(self._client.cluster_status())
+
+    def add_member(self, node_id: str, raft_address: str) -> list[dict[str, Any]]:
+        return self.run(self._client.add_member(node_id, raft_address))
+
+    def remove_member(self, node_id: str) -> list[dict[str, Any]]:
+        return self.run(self._client.remove_member(node_id))
+
+    def transfer_leadership(self, to: str | None = None) -> str:
+        return self.run(self._client.transfer_leadership(to))
+
+    def state_digest(self) -> dict[str, Any]:
+        return self.run(self._client.state_digest())
 
     # -- producing and consuming -----------------------------------------------------------------
 

@@ -168,3 +168,14 @@ async def test_thread_safe_future_copies_cancellation() -> None:
     assert twin.cancelled()
     with pytest.raises(concurrent.futures.CancelledError):
         twin.result(timeout=0)
+
+
+async def test_the_sync_client_has_every_public_method_of_the_async_one() -> None:
+    from raftmq.client import Client
+
+    def public(cls: type) -> set[str]:
+        return {name for name in dir(cls) if not name.startswith("_")}
+
+    # The cluster map is the async client's live routing state, not safe from another thread.
+    missing = public(Client) - public(SyncClient) - {"cluster_map"}
+    assert not missing, f"SyncClient lacks {sorted(missing)}"
