@@ -3,23 +3,29 @@ two consumers.
 
 It exists so a fresh dev cluster's dashboard shows something moving: routed publishes,
 acks, and a few rejected orders landing in a dead-letter queue. Every queue is bounded
-(`max_length`, drop-head), so a demo left running for days cannot fill memory. Failures
-(a leader change, a node killed on purpose) are reported at most every few seconds and
-the demo moves on to the next node.
+(`max_length`, drop-head), so a demo left running for days cannot fill memory. It runs on
+the failover client (`raftmq.client`), so a leader change or a node killed on purpose is
+ridden out by the client; what still fails is reported at most every few seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 import random
-import secrets
 import time
 from collections.abc import Sequence
 
-from raftmq.client import OutgoingMessage, RaftMQ, RaftMQError
+from raftmq.client import (
+    Client,
+    OutgoingMessage,
+    Producer,
+    ProducerSettings,
+    QueueConsumer,
+    RaftMQError,
+    RetryPolicy,
+)
 
 __all__ = ["DEMO_EXCHANGE", "DEMO_QUEUES", "run_demo"]
 
@@ -62,7 +68,7 @@ class _Reporter:
         self._last_report, self.suppressed = now, 0
 
 
-async def _declare_topology(client: RaftMQ) -> None:
+async def _declare_topology(client: Client) -> None:
     await client.declare_exchange(DEMO_EXCHANGE, "topic")
     await client.declare_exchange(DEMO_DLX, "fanout")
     await client.declare_queue(DEAD_QUEUE, max_length=QUEUE_MAX_LENGTH, overflow="drop-head")
@@ -77,58 +83,65 @@ async def _declare_topology(client: RaftMQ) -> None:
     await client.bind(DEMO_EXCHANGE, ACTIVITY_STREAM, "#")
 
 
-async def _produce(client: RaftMQ, producer_id: str, sequence: itertools.count[int]) -> None:
+def _event() -> OutgoingMessage:
+    body = json.dumps({"n": random.randrange(1_000_000), "at_ms": int(time.time() * 1000)})
+    return OutgoingMessage(body.encode(), routing_key=random.choice(ROUTING_KEYS),
+                           headers={"source": "raftmq-dev-demo"})
+
+
+async def _produce(producer: Producer, reporter: _Reporter) -> None:
+    """A few events at a time; the producer batches them (idempotently: a retry after a
+    leader change is not stored twice) and reports each one's outcome."""
     while True:
-        batch = [
-            OutgoingMessage(
-                json.dumps({"n": random.randrange(1_000_000), "at_ms": int(time.time() * 1000)})
-                .encode(),
-                routing_key=random.choice(ROUTING_KEYS),
-                headers={"source": "raftmq-dev-demo"},
-            )
-            for _ in range(random.randint(1, MAX_BATCH))
-        ]
-        # Idempotent: a retry of the same sequence after a leader change is not stored twice.
-        await client.publish(DEMO_EXCHANGE, batch, producer_id=producer_id,
-                             sequence=next(sequence))
+        futures = await producer.send_many([_event() for _ in range(random.randint(1, MAX_BATCH))])
+        for outcome in await asyncio.gather(*futures, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                reporter.problem("a publish", outcome)
         await asyncio.sleep(PUBLISH_INTERVAL_S)
 
 
-async def _consume(client: RaftMQ, queue: str, *, reject_some: bool) -> None:
+async def _consume(consumer: QueueConsumer, *, reject_some: bool, reporter: _Reporter) -> None:
     while True:
-        messages = await client.claim(queue, max_messages=20, lease_ms=10_000,
-                                      wait_ms=CLAIM_WAIT_MS, consumer=f"demo-{queue}")
-        rejected = [m for m in messages if reject_some and random.randrange(REJECT_ONE_IN) == 0]
-        accepted = [m for m in messages if m not in rejected]
-        if accepted:
-            await client.ack(queue, accepted)
-        if rejected:
-            await client.nack(queue, rejected, requeue=False)
+        try:
+            messages = await consumer.next_batch(20, timeout_s=CLAIM_WAIT_MS / 1000)
+            rejected = [m for m in messages
+                        if reject_some and random.randrange(REJECT_ONE_IN) == 0]
+            accepted = [m for m in messages if m not in rejected]
+            if accepted:
+                await consumer.ack(accepted)
+            if rejected:
+                await consumer.nack(rejected, requeue=False)
+        except RaftMQError as exc:
+            reporter.problem(f"consuming {consumer.queue}", exc)
+            await asyncio.sleep(RETRY_PAUSE_S)
 
 
-async def _run_against(url: str, producer_id: str, sequence: itertools.count[int]) -> None:
-    async with RaftMQ(url) as client:
-        await _declare_topology(client)
+async def _run(client: Client, reporter: _Reporter) -> None:
+    await _declare_topology(client)
+    settings = ProducerSettings(linger_ms=20)
+    async with Producer(client, exchange=DEMO_EXCHANGE, settings=settings) as producer, \
+            QueueConsumer(client, ORDERS_QUEUE, prefetch=20, lease_ms=10_000) as orders, \
+            QueueConsumer(client, AUDIT_QUEUE, prefetch=20, lease_ms=10_000) as audit:
         await asyncio.gather(
-            _produce(client, producer_id, sequence),
-            _consume(client, ORDERS_QUEUE, reject_some=True),
-            _consume(client, AUDIT_QUEUE, reject_some=False),
+            _produce(producer, reporter),
+            _consume(orders, reject_some=True, reporter=reporter),
+            _consume(audit, reject_some=False, reporter=reporter),
         )
 
 
 async def run_demo(urls: Sequence[str]) -> None:
-    """Run until cancelled, moving to the next node whenever the current one fails."""
+    """Run until cancelled; the client fails over between the nodes by itself."""
     print(f"demo: publishing to topic exchange {DEMO_EXCHANGE!r}; queues "
           f"{', '.join(DEMO_QUEUES)}, stream {ACTIVITY_STREAM} (stop with Ctrl-C)", flush=True)
     reporter = _Reporter()
-    producer_id = "dev-demo-" + secrets.token_hex(4)
-    sequence = itertools.count(1)
-    for url in itertools.cycle(urls):
+    retry = RetryPolicy(max_backoff_s=1.0, deadline_s=30.0)
+    while True:
         try:
-            await _run_against(url, producer_id, sequence)
+            async with Client.connect(list(urls), retry=retry) as client:
+                await _run(client, reporter)
         except (RaftMQError, OSError) as exc:
-            reporter.problem(f"traffic via {url}", exc)
+            reporter.problem("demo traffic", exc)
         except Exception as exc:  # a demo bug must not end the demo silently, nor the cluster
-            log.exception("demo traffic via %s failed", url)
-            reporter.problem(f"traffic via {url}", exc)
+            log.exception("demo traffic failed")
+            reporter.problem("demo traffic", exc)
         await asyncio.sleep(RETRY_PAUSE_S)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -240,3 +241,43 @@ def test_leader_ticker_expires_leases_on_an_idle_cluster(cluster: ClusterHarness
         return isinstance(doc, dict) and doc.get("ready") == 1 and doc.get("leased") == 0
 
     wait_for(lease_returned, 10.0, message="expired lease back in ready")
+
+
+def test_the_demo_moves_traffic_and_rides_out_a_leader_kill(cluster: ClusterHarness) -> None:
+    """`raftmq dev`'s demo (on the failover client): orders acked, some dead-lettered, the
+    stream fed; after the leader is killed the traffic carries on through the others."""
+    from raftmq.broker.cli_demo import ACTIVITY_STREAM, DEAD_QUEUE, ORDERS_QUEUE, run_demo
+
+    leader = cluster.wait_for_leader()
+    urls = [node.url for node in cluster.nodes.values()]
+    survivor = next(node.url for node in cluster.nodes.values() if node.node_id != leader)
+
+    def counter(queue: str, name: str) -> int:
+        reply = http_get_json(f"{survivor}/v1/queues/{queue}")
+        doc = reply[1] if reply is not None else None
+        counters = doc.get("counters") if isinstance(doc, dict) else None
+        return int(counters[name]) if isinstance(counters, dict) else 0  # 404 before declare
+
+    def stream_total() -> int:
+        reply = http_get_json(f"{survivor}/v1/streams/{ACTIVITY_STREAM}")
+        doc = reply[1] if reply is not None else None
+        partitions = doc.get("partitions") if isinstance(doc, dict) else None
+        return sum(int(p["next_offset"]) for p in partitions) if partitions else 0
+
+    async def scenario() -> None:
+        demo = asyncio.create_task(run_demo(urls))
+        try:
+            await asyncio.to_thread(wait_for, lambda: counter(ORDERS_QUEUE, "acked") >= 5, 30.0)
+            await asyncio.to_thread(cluster.kill, leader)
+            acked_at_kill = counter(ORDERS_QUEUE, "acked")
+            await asyncio.to_thread(
+                wait_for, lambda: counter(ORDERS_QUEUE, "acked") >= acked_at_kill + 20, 60.0)
+            await asyncio.to_thread(wait_for, lambda: counter(DEAD_QUEUE, "published") >= 1,
+                                    60.0)
+            assert stream_total() > 0
+        finally:
+            demo.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await demo
+
+    asyncio.run(scenario())
