@@ -26,7 +26,8 @@ __all__ = [
 CHECKERS: Mapping[str, tuple[str, ...]] = {
     "lost": ("lost", "expired_unobserved"),
     "unexpected": ("unexpected",),
-    "duplicated": ("duplicated", "delivery_count_regressed", "duplicate_unidempotent"),
+    "duplicated": ("duplicated", "delivery_count_regressed", "duplicate_unidempotent",
+                   "late_delivery"),
     "publish_outcomes": ("failed_but_stored", "recovered", "unknown_absent"),
     "order": ("order",),
     "divergence": ("divergent_read",),

@@ -56,6 +56,9 @@ class Delivery:
     delivery_count: int
     death_reason: str | None
     death_queue: str | None
+    # The consumer saw it only after its lease had run out (both wall-clock readings of one
+    # host): the broker may already have handed the message to someone else.
+    expired_on_arrival: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,9 +173,11 @@ def _on_publish(model: HistoryModel, op: Op) -> None:
 
 def _on_deliver(model: HistoryModel, op: Op) -> None:
     value = op.value
+    expires_ms, observed_ms = value.get("lease_expires_ms"), value.get("observed_wall_ms")
+    late = expires_ms is not None and observed_ms is not None and observed_ms > expires_ms
     model.deliveries.append(Delivery(op.index, op.time_ms, value["queue"], value["id"], value["message_id"],
                                      value["delivery_count"], value.get("death_reason"),
-                                     value.get("death_queue")))
+                                     value.get("death_queue"), late))
 
 
 def _on_read(model: HistoryModel, op: Op) -> None:

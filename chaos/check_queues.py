@@ -83,6 +83,18 @@ def _index_deliveries(index: _QueueIndex, findings: Findings) -> None:
                              {"queue": delivery.queue, "message_id": delivery.message_id,
                               "ids": [copy.id, delivery.id]}, delivery.time_ms, delivery.index)
             continue
+        elif delivery.expired_on_arrival and delivery.delivery_count < copy.max_delivery_count:
+            # An older delivery seen late: its lease ran out before the consumer got it, and the
+            # message was redelivered (and maybe acked) meanwhile. At-least-once allows that
+            # duplicate; the broker handed out nothing after the ack.
+            findings.add("late_delivery",
+                         f"{delivery.id!r} (queue {delivery.queue}, message_id {delivery.message_id}) "
+                         f"delivery {delivery.delivery_count} reached its consumer after its lease "
+                         f"ended, after delivery {copy.max_delivery_count}",
+                         {"id": delivery.id, "queue": delivery.queue,
+                          "message_id": delivery.message_id,
+                          "delivery_count": delivery.delivery_count}, delivery.time_ms, delivery.index)
+            continue
         else:
             index.model.stats["redeliveries"] += 1
             _check_redelivery(copy, delivery, findings)

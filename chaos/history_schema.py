@@ -62,7 +62,8 @@ _SCHEMAS: Mapping[str, tuple[frozenset[str], _Fields]] = {
          "status": _PUBLISH_STATUS, "duplicate": _BOOL, **_ERROR})),
     "deliver": (_EVENT_TYPES, _fields(
         {"queue": _STR, "id": _STR, "message_id": _NAT, "delivery_count": _NAT},
-        {"consumer": _STR, "death_reason": _STR_OR_NULL, "death_queue": _STR_OR_NULL})),
+        {"consumer": _STR, "death_reason": _STR_OR_NULL, "death_queue": _STR_OR_NULL,
+         "lease_expires_ms": _NAT, "observed_wall_ms": _NAT})),
     "ack": (_ACTION_TYPES, _fields({"queue": _STR, "id": _STR, "message_id": _NAT}, _ERROR)),
     "nack": (_ACTION_TYPES, _fields({"queue": _STR, "id": _STR, "message_id": _NAT, "requeue": _BOOL},
                                     _ERROR)),

@@ -80,10 +80,14 @@ class HistoryBuilder:
     # ------------------------------------------------------------------ queues
     def deliver(self, queue: str, msg_id: str, message_id: int, delivery_count: int = 1, *,
                 death_reason: str | None = None, death_queue: str | None = None,
-                consumer: str = "consumer-0") -> None:
-        self.op(consumer, "event", "deliver", {
+                consumer: str = "consumer-0", late_by_ms: int | None = None) -> None:
+        """`late_by_ms`: the consumer saw it that long after its lease had ended."""
+        value: dict[str, Any] = {
             "queue": queue, "id": msg_id, "message_id": message_id, "delivery_count": delivery_count,
-            "consumer": consumer, "death_reason": death_reason, "death_queue": death_queue})
+            "consumer": consumer, "death_reason": death_reason, "death_queue": death_queue}
+        if late_by_ms is not None:
+            value |= {"lease_expires_ms": 1_000_000, "observed_wall_ms": 1_000_000 + late_by_ms}
+        self.op(consumer, "event", "deliver", value)
 
     def ack(self, queue: str, msg_id: str, message_id: int, outcome: str = "ok", *,
             consumer: str = "consumer-0") -> None:

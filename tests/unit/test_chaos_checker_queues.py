@@ -160,6 +160,32 @@ def test_a_delivery_after_an_ok_ack_is_duplicated() -> None:
     assert duplicated.details["settled_index"] == 5 and duplicated.index == 6
 
 
+def test_an_older_delivery_seen_after_its_lease_ended_is_late_not_duplicated() -> None:
+    """Delivery 1 reached its consumer only after its lease ran out; meanwhile delivery 2 went to
+    another consumer and was acked. At-least-once allows the duplicate: info, not a violation."""
+    history = HistoryBuilder()
+    history.publish("m1")
+    history.deliver("q", "m1", 1, 2, consumer="consumer-0")
+    history.ack("q", "m1", 1, consumer="consumer-0")
+    history.deliver("q", "m1", 1, 1, consumer="consumer-1", late_by_ms=1500)
+    history.ack("q", "m1", 1, "unknown", consumer="consumer-1")
+    result = check(history.ops)
+    assert_clean(result)
+    [late] = only(result, "late_delivery")
+    assert late.details["delivery_count"] == 1 and not late.violation
+
+
+def test_a_late_delivery_with_a_newer_count_is_still_a_duplicate() -> None:
+    """Only an older delivery can be explained by lateness: a new delivery count after the ack
+    means the broker handed the message out again."""
+    history = HistoryBuilder()
+    history.publish("m1")
+    history.consume("q", "m1", 1)
+    history.deliver("q", "m1", 1, 2, late_by_ms=10)
+    [duplicated] = check(history.ops).violations
+    assert duplicated.details["reason"] == "redelivered_after_settle"
+
+
 def test_a_delivery_after_a_reject_is_duplicated() -> None:
     history = HistoryBuilder({"q": {}})
     history.publish("m1")
