@@ -36,6 +36,7 @@ from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.monotonic import monotonic as raft_clock
 from pysyncobj.node import TCPNode
 from pysyncobj.poller import POLL_EVENT_TYPE
+from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
 from .config import RaftConfig
@@ -49,6 +50,8 @@ __all__ = ["RaftEngine", "Role"]
 
 log = logging.getLogger(__name__)
 
+_DNS_CACHE_S = 2.0
+_DNS_FAIL_CACHE_S = 1.0
 _SUPPORTED_PYSYNCOBJ = "0.3.17"
 if pysyncobj.syncobj.VERSION != _SUPPORTED_PYSYNCOBJ:
     raise ImportError(f"raftmq needs pysyncobj {_SUPPORTED_PYSYNCOBJ}: it patches its internals")
@@ -156,6 +159,19 @@ class _DurableTransport(TCPTransport):  # type: ignore[misc]
             self._syncObj._raftmq_journal.sync()
         super().send(node, message)
 
+    def _connectIfNecessarySingle(self, node: Any) -> bool:
+        """pysyncobj checks a connection's timeout only when its socket has an event, so a
+        connect to an address that went silent (a peer restarted under a new IP, as a
+        Kubernetes pod is) hangs for the kernel's SYN retries, about two minutes. Give up after
+        the connection timeout instead: the next attempt resolves the peer's name again."""
+        connection = self._connections.get(node)
+        started = self._lastConnectAttempt.get(node)
+        if (connection is not None and started is not None
+                and connection.state == CONNECTION_STATE.CONNECTING
+                and raft_clock() - started > self._syncObj.conf.connectionTimeout):
+            connection.disconnect()  # its callback connects again
+        return bool(super()._connectIfNecessarySingle(node))
+
 
 class _RaftCore(SyncObj):  # type: ignore[misc]
     def __init__(self, self_address: str, other_addresses: list[str], conf: SyncObjConf,
@@ -165,6 +181,7 @@ class _RaftCore(SyncObj):  # type: ignore[misc]
         self._raftmq_last_tick = 0.0
         self._raftmq_vote_term = -1
         self._raftmq_vote_sent = 0.0
+        self.stale_acknowledgements = 0  # acknowledgements from another term, ignored
         super().__init__(self_address, other_addresses, conf, transportClass=_DurableTransport)
 
     def _onTick(self, timeToWait: float = 0.0) -> None:
@@ -237,13 +254,36 @@ class _RaftCore(SyncObj):  # type: ignore[misc]
         log.info("lost the connection to the leader %s; standing for election in %.0f ms unless "
                  "another node does first", node, delay_s * 1000)
 
-    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
-        """Keep a follower's next index from moving backwards on a late acknowledgement.
+    def _SyncObj__sendNextNodeIdx(self, node: Any, reset: bool = False,
+                                  nextNodeIdx: int | None = None,
+                                  success: bool = False) -> None:
+        """pysyncobj's acknowledgement, stamped with the term it answers (see below)."""
+        if nextNodeIdx is None:
+            nextNodeIdx = self._SyncObj__getCurrentLogIndex() + 1
+        self._SyncObj__transport.send(node, {
+            "type": "next_node_idx", "next_node_idx": nextNodeIdx, "reset": reset,
+            "success": success, "term": self._SyncObj__raftCurrentTerm,
+        })
 
+    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
+        """Two fixes to the leader's handling of acknowledgements.
+
+        Ignore one from another term. pysyncobj's acknowledgements carried no term, so one
+        delayed by a partition (TCP delivers it after the heal) reached a node that was leader
+        again in a later term, which took it as proof that the follower held its entries at that
+        index, and committed entries no majority held: a follower then truncated entries it had
+        already applied (found by the chaos suite's partition runs). Raft drops responses
+        whose term is not the current one; so does this.
+
+        Keep a follower's next index from moving backwards on a late acknowledgement.
         pysyncobj sets next index to (acknowledged index + 1) on every success, even when later
         batches are already in flight; it then resends those, and the follower deletes and
         re-appends entries it had acknowledged. Raft only ever needs to go back on a failure.
         """
+        if (message.get("type") == "next_node_idx"
+                and message.get("term") != self._SyncObj__raftCurrentTerm):
+            self.stale_acknowledgements += 1
+            return
         next_index: dict[Any, int] = self._SyncObj__raftNextIndex
         before = next_index.get(node)
         SyncObj._SyncObj__onMessageReceived(self, node, message)
@@ -425,6 +465,11 @@ class RaftEngine:
             # In loop mode the constructor retries binding in a busy loop; fail fast instead.
             maxBindRetries=0 if self._config.tick_mode == "thread" else 3,
             bindRetryTime=0.2,
+            # Peers may be DNS names whose address changes (a StatefulSet pod keeps its name,
+            # not its IP, across restarts): pysyncobj's 600 s cache would dial a restarted
+            # peer's old IP for ten minutes, and its 30 s failure cache delay a new cluster.
+            dnsCacheTime=_DNS_CACHE_S,
+            dnsFailCacheTime=_DNS_FAIL_CACHE_S,
             onStateChanged=self._log_state_change,
         )
 
