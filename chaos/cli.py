@@ -128,11 +128,13 @@ def _report(args: argparse.Namespace) -> int:
         parser.error(f"{args.run_dir} holds no history.jsonl and meta.json of a chaos run")
     outcome = check_run(args.run_dir)
     result = outcome.result
-    print("VALID" if result.valid else "INVALID")
+    print("VALID" if outcome.valid else "INVALID")
     for kind, count in sorted(result.counts.items()):
         print(f"  {kind:28} {count}")
+    for line in outcome.meta.get("critical_log_lines", []):
+        print(f"  CRITICAL in a node log: {line}")
     print(f"report: {args.run_dir / 'report.html'}")
-    return 0 if result.valid else 1
+    return 0 if outcome.valid else 1
 
 
 def _scenarios(_args: argparse.Namespace) -> int:

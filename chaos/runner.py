@@ -61,7 +61,9 @@ class RunResult:
 
     @property
     def valid(self) -> bool:
-        return self.result.valid
+        """The history checks valid and no node logged a CRITICAL line (pysyncobj logs one
+        when it truncates entries it had already applied: replicas may have diverged)."""
+        return self.result.valid and not self.meta.get("critical_log_lines")
 
 
 async def run_chaos(options: RunOptions) -> RunResult:
@@ -167,6 +169,7 @@ def _heal(cluster: ChaosCluster) -> None:
 def check_run(run_dir: Path) -> RunResult:
     """Check a finished run's history and write its result.json and report.html."""
     meta = json.loads((run_dir / "meta.json").read_text())
+    meta["critical_log_lines"] = _critical_log_lines(run_dir / "nodes")
     ops = load_history(run_dir / "history.jsonl", tolerate_torn_tail=True)
     nodes = [f"n{index + 1}" for index in range(int(meta.get("nodes", 0)))]
     result = check(ops, nodes=nodes)
@@ -175,10 +178,20 @@ def check_run(run_dir: Path) -> RunResult:
     return RunResult(run_dir, result, meta)
 
 
+def _critical_log_lines(nodes_dir: Path, keep: int = 20) -> list[str]:
+    lines: list[str] = []
+    for log_path in sorted(nodes_dir.glob("*.log")):
+        with open(log_path, errors="replace") as log_file:
+            lines += [f"{log_path.stem}: {line.strip()}" for line in log_file if " CRITICAL " in line]
+    return lines[:keep]
+
+
 def _summary(outcome: RunResult) -> str:
     result = outcome.result
-    verdict = "VALID" if result.valid else "INVALID"
+    verdict = "VALID" if outcome.valid else "INVALID"
     counts = ", ".join(f"{kind} {count}" for kind, count in sorted(result.counts.items()) if count)
+    if outcome.meta.get("critical_log_lines"):
+        counts += f"; CRITICAL lines in node logs: {len(outcome.meta['critical_log_lines'])}"
     return (f"{verdict}: {counts or 'no anomalies'}; report {outcome.run_dir / 'report.html'}")
 
 
