@@ -1,5 +1,6 @@
-"""`check_run` on a finished run's directory: the history's verdict, and node logs that show
-pysyncobj truncating applied entries make the run invalid even when the history looks clean."""
+"""`check_run` on a finished run's directory: the history's verdict, and the CRITICAL lines of
+the node logs listed beside it (pysyncobj truncating entries it had applied; the replica
+digests, not the line, say whether replicas diverged)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ def test_a_clean_history_and_clean_logs_are_valid(tmp_path: Path) -> None:
     assert (tmp_path / "report.html").is_file() and (tmp_path / "result.json").is_file()
 
 
-def test_a_critical_line_in_a_node_log_makes_the_run_invalid(tmp_path: Path) -> None:
+def test_a_critical_line_in_a_node_log_is_listed(tmp_path: Path) -> None:
     line = ("2026-11-28 17:25:16,822 CRITICAL [n3] pysyncobj.syncobj: truncating already-applied "
             "log entries from index 7042 (last applied: 11313)")
     outcome = check_run(_run_dir(tmp_path, line))
-    assert outcome.result.valid and not outcome.valid
+    assert outcome.valid
     assert outcome.meta["critical_log_lines"] == [f"n1: {line}"]
