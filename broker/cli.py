@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from raftmq.broker import cli_admin, cli_debug, cli_dev
+from raftmq.broker import cli_admin, cli_debug, cli_dev, cli_drain
 from raftmq.broker.config import ConfigError, add_server_arguments, settings_from_namespace
 from raftmq.chaos.cli import add_chaos_parser
 
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_dev.add_dev_parser(subparsers)
     cli_admin.add_admin_parsers(subparsers)
     cli_debug.add_debug_parser(subparsers)
+    cli_drain.add_drain_parsers(subparsers)
     add_chaos_parser(subparsers)
     return parser
 

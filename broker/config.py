@@ -10,16 +10,41 @@ and a message naming the flag or variable, never a traceback.
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from raftmq.broker.config_values import (
+    TestFault,
+    choice,
+    parse_bool,
+    parse_host_port,
+    parse_http_url,
+    parse_node_id,
+    parse_path,
+    parse_peers,
+    parse_port,
+    parse_positive_float,
+    parse_positive_int,
+    parse_size_bytes,
+    parse_switch_interval_ms,
+    parse_test_fault,
+    split_host_port,
+)
+from raftmq.broker.k8s_identity import (
+    DEFAULT_CLUSTER_DOMAIN,
+    StatefulSetNames,
+    derive_identity,
+    parse_dns_label,
+    parse_domain,
+)
+
 __all__ = [
     "DEFAULT_HTTP_BIND",
     "ENV_PREFIX",
+    "POD_NAMESPACE_ENV",
+    "POD_NAME_ENV",
     "ConfigError",
     "NodeSettings",
     "TestFault",
@@ -38,28 +63,19 @@ __all__ = [
 
 ENV_PREFIX = "RAFTMQ_"
 DEFAULT_HTTP_BIND = "127.0.0.1:8080"
-_NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_SIZE_RE = re.compile(r"^(\d+)\s*([KMG]i?B?|B)?$", re.IGNORECASE)
-_SIZE_FACTORS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _FSYNC_POLICIES = ("always", "never")
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+# What the downward API gives every pod (Kubernetes' names, not ours: no RAFTMQ_ prefix).
+POD_NAME_ENV = "POD_NAME"
+POD_NAMESPACE_ENV = "POD_NAMESPACE"
+# Options that only describe the StatefulSet; they configure nothing else.
+_STATEFULSET_ONLY = ("headless_service", "cluster_domain", "initial_cluster_size", "raft_port",
+                     "http_port")
 
 
 class ConfigError(ValueError):
     """A configuration value is missing or invalid; the message names the flag or variable."""
-
-
-@dataclass(frozen=True)
-class TestFault:
-    """A deliberate bug, to prove that the chaos checker catches one. Never for real use."""
-
-    __test__ = False  # not a pytest test class, despite its name
-
-    drop_publish_every: int
-
-    def describe(self) -> str:
-        return f"drop-publish-every={self.drop_publish_every}"
 
 
 @dataclass(frozen=True)
@@ -91,140 +107,10 @@ class NodeSettings:
     raft_tick_mode: str = "thread"
     test_fault: TestFault | None = None
     sync_marker: bool = False
-
-
-# ---------------------------------------------------------------------------------------------
-# Value parsers: each takes the raw text and raises ValueError with a short reason.
-
-
-def split_host_port(text: str) -> tuple[str, int]:
-    """``"host:port"`` or ``"[v6]:port"`` -> (host, port); port must be 1..65535."""
-    host, sep, port_text = text.strip().rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"expected host:port, got {text!r}")
-    bracketed = host.startswith("[") and host.endswith("]")
-    if bracketed:
-        host = host[1:-1]
-    if not host or (":" in host and not bracketed):
-        raise ValueError(f"expected host:port (IPv6 hosts in brackets), got {text!r}")
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"port must be 1..65535, got {port_text!r}")
-    return host, int(port_text)
-
-
-def parse_host_port(text: str) -> str:
-    """``host:port`` normalised (IPv6 hosts in brackets); ValueError if malformed."""
-    host, port = split_host_port(text)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def parse_node_id(text: str) -> str:
-    """A node id: 1..64 letters, digits, '_', '.', '-', starting with a letter or digit."""
-    if not _NODE_ID_RE.match(text):
-        raise ValueError(
-            f"node id must be 1..64 chars of letters, digits, '_', '.', '-' "
-            f"(starting with a letter or digit), got {text!r}"
-        )
-    return text
-
-
-def parse_peers(text: str) -> dict[str, str]:
-    """``"n2=host:7002,n3=host:7003"`` -> ``{"n2": "host:7002", "n3": "host:7003"}``."""
-    peers: dict[str, str] = {}
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        node_id, sep, address = item.partition("=")
-        if not sep:
-            raise ValueError(f"expected id=host:port, got {item!r}")
-        node_id = parse_node_id(node_id.strip())
-        if node_id in peers:
-            raise ValueError(f"peer {node_id!r} listed twice")
-        peers[node_id] = parse_host_port(address)
-    return peers
-
-
-def parse_size_bytes(text: str) -> int:
-    """A positive byte count: ``1048576``, ``512KiB``, ``1MiB``, ``1G`` (binary units)."""
-    match = _SIZE_RE.match(text.strip())
-    if not match:
-        raise ValueError(f"expected a byte count like 1048576 or 1MiB, got {text!r}")
-    unit = (match.group(2) or "").upper()[:1]
-    value = int(match.group(1)) * _SIZE_FACTORS[unit]
-    if value <= 0:
-        raise ValueError(f"must be positive, got {text!r}")
-    return value
-
-
-def _parse_positive_int(text: str) -> int:
-    if not text.strip().isdigit() or int(text) <= 0:
-        raise ValueError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
-def _parse_positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"expected a positive number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _parse_switch_interval_ms(text: str) -> float:
-    value = _parse_positive_float(text)
-    if value > 1000:
-        raise ValueError(f"must be at most 1000 ms, got {text!r}")
-    return value
-
-
-_TEST_FAULTS = ("drop-publish-every",)
-
-
-def parse_test_fault(text: str) -> TestFault:
-    """``drop-publish-every=N``: the state machine silently drops every message whose id is a
-    multiple of N from its queues, while still confirming the publish."""
-    name, sep, value = text.strip().partition("=")
-    if name not in _TEST_FAULTS or not sep:
-        raise ValueError(f"unknown test fault {text!r}; known: "
-                         + ", ".join(f"{fault}=N" for fault in _TEST_FAULTS))
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"{name} needs a positive integer, got {value!r}")
-    return TestFault(drop_publish_every=int(value))
-
-
-def _parse_bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected 1/0, true/false, yes/no or on/off, got {text!r}")
-
-
-def _parse_http_url(text: str) -> str:
-    url = text.strip().rstrip("/")
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in ("http", "https") or not rest or "/" in rest:
-        raise ValueError(f"expected http(s)://host:port without a path, got {text!r}")
-    return url
-
-
-def _choice(name: str, allowed: Sequence[str]) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        value = text.strip().lower()
-        if value not in allowed:
-            raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {text!r}")
-        return value
-
-    return parse
-
-
-def _parse_path(text: str) -> Path:
-    if not text.strip():
-        raise ValueError("path must not be empty")
-    return Path(text)
+    # The cluster this node's data dir belongs to (a StatefulSet's); None: not recorded.
+    cluster_name: str | None = None
+    # A pod added after the bootstrap: ask these nodes for the membership before starting.
+    join_via_urls: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,33 +133,46 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("peers", parse_peers, "", "other nodes as id=host:port,id=host:port; an entry for "
             "this node itself is ignored, so every node can get the same list"),
     _Option("http_bind", parse_host_port, DEFAULT_HTTP_BIND, "host:port of the HTTP API"),
-    _Option("http_advertise_url", _parse_http_url, None,
+    _Option("http_advertise_url", parse_http_url, None,
             "URL other nodes and clients use for this node (default: http://<http bind>)"),
-    _Option("data_dir", _parse_path, None, "directory for the Raft journal and snapshots "
+    _Option("data_dir", parse_path, None, "directory for the Raft journal and snapshots "
             "(default: ./data/<node id>)"),
-    _Option("fsync", _choice("fsync", _FSYNC_POLICIES), "always",
+    _Option("fsync", choice("fsync", _FSYNC_POLICIES), "always",
             "'always': fsync the journal before acknowledging; 'never': rely on replication"),
     _Option("max_message_bytes", parse_size_bytes, "1MiB", "largest message body"),
-    _Option("max_batch_messages", _parse_positive_int, "1000", "most messages in one publish"),
+    _Option("max_batch_messages", parse_positive_int, "1000", "most messages in one publish"),
     _Option("max_request_bytes", parse_size_bytes, "8MiB", "largest HTTP request body"),
-    _Option("max_claim_messages", _parse_positive_int, "1000", "most messages in one claim"),
-    _Option("max_wait_ms", _parse_positive_int, "30000", "longest long-poll wait"),
+    _Option("max_claim_messages", parse_positive_int, "1000", "most messages in one claim"),
+    _Option("max_wait_ms", parse_positive_int, "30000", "longest long-poll wait"),
     _Option("max_total_body_bytes", parse_size_bytes, "1GiB",
             "body bytes the broker stores in total before refusing publishes"),
-    _Option("propose_timeout_s", _parse_positive_float, "10.0",
+    _Option("propose_timeout_s", parse_positive_float, "10.0",
             "deadline of one Raft proposal made for an HTTP request"),
-    _Option("log_level", _choice("log level", _LOG_LEVELS), "info", "logging level"),
-    _Option("election_timeout_min_ms", _parse_positive_int, "1000",
+    _Option("log_level", choice("log level", _LOG_LEVELS), "info", "logging level"),
+    _Option("election_timeout_min_ms", parse_positive_int, "1000",
             "shortest Raft election timeout (a follower that hears no leader this long stands)"),
-    _Option("election_timeout_max_ms", _parse_positive_int, "2000", "longest Raft election timeout"),
-    _Option("heartbeat_ms", _parse_positive_int, "50", "Raft heartbeat period of the leader"),
+    _Option("election_timeout_max_ms", parse_positive_int, "2000", "longest Raft election timeout"),
+    _Option("heartbeat_ms", parse_positive_int, "50", "Raft heartbeat period of the leader"),
     _Option("max_log_bytes", parse_size_bytes, "128MiB",
             "Raft log size (on disk and in memory) that triggers a snapshot and compaction"),
-    _Option("raft_tick_mode", _choice("raft tick mode", ("thread", "loop")), "thread",
+    _Option("raft_tick_mode", choice("raft tick mode", ("thread", "loop")), "thread",
             "'thread': Raft runs on its own thread (GIL shared with the loop; heartbeats keep "
             "flowing while a handler is busy); 'loop': on the event loop thread"),
-    _Option("switch_interval_ms", _parse_switch_interval_ms, "0.5",
+    _Option("switch_interval_ms", parse_switch_interval_ms, "0.5",
             "GIL switch interval: short, so the Raft thread is not starved by the event loop"),
+    _Option("statefulset", parse_dns_label, None,
+            "Kubernetes: the StatefulSet this pod belongs to; the node id, addresses and peers "
+            f"are then derived from {POD_NAME_ENV} and {POD_NAMESPACE_ENV} (options given "
+            "explicitly still win)"),
+    _Option("headless_service", parse_dns_label, None,
+            "with --statefulset: the headless Service giving each pod its DNS name (required)"),
+    _Option("cluster_domain", parse_domain, DEFAULT_CLUSTER_DOMAIN,
+            "with --statefulset: the cluster's DNS domain"),
+    _Option("initial_cluster_size", parse_positive_int, None,
+            "with --statefulset: the replicas the cluster was first created with; pods 0..n-1 "
+            "bootstrap it, higher ordinals join an existing membership (required)"),
+    _Option("raft_port", parse_port, "7000", "with --statefulset: the Raft port of every pod"),
+    _Option("http_port", parse_port, "8080", "with --statefulset: the HTTP port of every pod"),
     _Option("test_fault", parse_test_fault, None,
             "TESTING ONLY: a deliberate bug to prove the chaos checker catches it; "
             "'drop-publish-every=N' silently loses every message whose id is a multiple of N "
@@ -281,7 +180,7 @@ _OPTIONS: tuple[_Option, ...] = (
 )
 # Switches: `--sync-marker` alone turns it on; the variable takes 1/0, true/false, yes/no.
 _SWITCHES: tuple[_Option, ...] = (
-    _Option("sync_marker", _parse_bool, "false",
+    _Option("sync_marker", parse_bool, "false",
             "record the journal's durable length after every sync in a sidecar file, for "
             "`raftmq debug lose-unsynced` (power-loss simulation in tests)"),
 )
@@ -423,12 +322,72 @@ def _check_raft_timing(values: Mapping[str, object]) -> None:
         raise ConfigError(f"election_timeout_max_ms ({high}) must be at most the 3500 ms connection timeout")
 
 
+def _environ_label(environ: Mapping[str, str], name: str) -> str | None:
+    text = environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        return parse_dns_label(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _apply_statefulset(values: dict[str, object], explicit: set[str],
+                       environ: Mapping[str, str]) -> None:
+    """Fill what the pod's name determines, except the options given explicitly."""
+    for required in ("headless_service", "initial_cluster_size"):
+        if values[required] is None:
+            raise ConfigError(f"--statefulset needs {_flag(required)} (or {env_name(required)})")
+    explicit_id = str(values["node_id"]) if "node_id" in explicit else None
+    pod_name = _environ_label(environ, POD_NAME_ENV) or explicit_id
+    pod_namespace = _environ_label(environ, POD_NAMESPACE_ENV)
+    if pod_name is None or pod_namespace is None:
+        raise ConfigError(f"--statefulset needs the pod's {POD_NAME_ENV} and {POD_NAMESPACE_ENV} "
+                          "(the downward API's metadata.name and metadata.namespace)")
+    try:
+        names = StatefulSetNames(
+            statefulset=str(values["statefulset"]), headless_service=str(values["headless_service"]),
+            namespace=pod_namespace, cluster_domain=str(values["cluster_domain"]),
+            initial_cluster_size=int(str(values["initial_cluster_size"])),
+            raft_port=int(str(values["raft_port"])), http_port=int(str(values["http_port"])))
+        identity = derive_identity(pod_name, names)
+    except ValueError as exc:
+        raise ConfigError(f"--statefulset: {exc}") from None
+    derived: dict[str, object] = {
+        "node_id": identity.node_id, "raft_bind": identity.raft_bind,
+        "raft_advertise": identity.raft_advertise, "http_bind": identity.http_bind,
+        "http_advertise_url": identity.http_advertise_url, "peers": identity.seed_peers,
+    }
+    for name, value in derived.items():
+        if name not in explicit:
+            values[name] = value
+    values["cluster_name"] = names.cluster_name
+    if "peers" not in explicit:
+        values["join_via_urls"] = identity.join_via_urls
+
+
+def _settle_statefulset(values: dict[str, object], explicit: set[str],
+                        environ: Mapping[str, str]) -> None:
+    if values["statefulset"] is not None:
+        _apply_statefulset(values, explicit, environ)
+    else:
+        stray = [name for name in _STATEFULSET_ONLY if name in explicit]
+        if stray:
+            raise ConfigError(f"{_flag(stray[0])} (or {env_name(stray[0])}) only applies with "
+                              f"--statefulset (or {env_name('statefulset')})")
+    for name in ("statefulset", *_STATEFULSET_ONLY):
+        del values[name]
+
+
 def settings_from_namespace(
     namespace: argparse.Namespace, environ: Mapping[str, str]
 ) -> NodeSettings:
     """Resolve flags over environment over defaults, validate, and build the settings."""
-    values = {option.name: _resolve(option, namespace, environ)
-              for option in (*_OPTIONS, *_SWITCHES)}
+    options = (*_OPTIONS, *_SWITCHES)
+    values = {option.name: _resolve(option, namespace, environ) for option in options}
+    explicit = {option.name for option in options
+                if _raw_value(option.name, namespace, environ) is not None}
+    _settle_statefulset(values, explicit, environ)
     for required in ("node_id", "raft_bind"):
         if values[required] is None:
             raise ConfigError(f"{_flag(required)} (or {env_name(required)}) is required")

@@ -3,24 +3,32 @@
 Start order: Raft first (it replays the journal), then HTTP, then the ticker. Stop order is
 the reverse, so nothing serves requests against a stopped Raft node. SIGTERM and SIGINT stop
 the node gracefully (a leader first hands its leadership to a peer so the cluster does not
-wait an election timeout); a second signal exits at once.
+wait an election timeout); a second signal exits at once. Before a planned stop, draining
+(`POST /v1/node/drain`, raftmq.broker.drain) also makes sure the others can go on without it.
+
+A StatefulSet pod added after the bootstrap first waits until a member names it (k8s_join),
+and a data dir recorded as another node's or cluster's is refused (data_dir_identity).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import os
 import signal
 import socket
 import sys
-from pathlib import Path
 
 from aiohttp import web
 
 from raftmq.broker.api import ApiLimits, create_app
+from raftmq.broker.api.handlers_cluster import install_drain
 from raftmq.broker.config import NodeSettings, split_host_port
+from raftmq.broker.data_dir_identity import DataDirClaimError, claim_data_dir
+from raftmq.broker.drain import Drainer
+from raftmq.broker.k8s_join import await_membership, fetch_cluster_document
 from raftmq.broker.state import BrokerState
 from raftmq.broker.ticker import Ticker, wall_clock_ms
 from raftmq.cluster import RaftConfig, RaftNode
@@ -102,13 +110,18 @@ def _check_can_listen(label: str, address: str) -> None:
                              f"{exc.strerror or exc}") from None
 
 
-def _prepare_data_dir(data_dir: Path) -> None:
+def _prepare_data_dir(settings: NodeSettings) -> None:
+    data_dir = settings.data_dir
     try:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise NodeStartError(f"cannot create data dir {str(data_dir)!r}: {exc}") from None
     if not os.access(data_dir, os.W_OK | os.X_OK):
         raise NodeStartError(f"data dir {str(data_dir)!r} is not writable")
+    try:
+        claim_data_dir(data_dir, settings.node_id, settings.cluster_name)
+    except DataDirClaimError as exc:
+        raise NodeStartError(str(exc)) from None
 
 
 async def _freeze_long_lived_objects() -> None:
@@ -131,12 +144,13 @@ class BrokerNode:
         self.state = BrokerState(drop_publish_every=None if fault is None else fault.drop_publish_every)
         self.raft = RaftNode(raft_config(settings), self.state)
         self.ticker = Ticker(self.raft, self.state)
+        self.drainer = Drainer(self.raft, fetch_cluster_document)
         self._runner: web.AppRunner | None = None
         self._raft_started = False
         self._gc_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        _prepare_data_dir(self.settings.data_dir)
+        _prepare_data_dir(self.settings)
         _check_can_listen("Raft", self.settings.raft_bind)
         _check_can_listen("HTTP", self.settings.http_bind)
         log.info("starting: raft %s (advertised %s), peers %s, data dir %s, fsync %s",
@@ -154,6 +168,7 @@ class BrokerNode:
 
     async def _start_http(self) -> None:
         app = create_app(self.raft, self.state, api_limits(self.settings), clock_ms=wall_clock_ms)
+        install_drain(app, self.drainer)
         runner = web.AppRunner(app, handle_signals=False, access_log=None,
                                shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT_S)
         await runner.setup()
@@ -209,9 +224,18 @@ def _warn_about_test_settings(settings: NodeSettings) -> None:
         log.warning(line)
 
 
+async def _joined(settings: NodeSettings, stop_requested: asyncio.Event) -> NodeSettings | None:
+    """The settings with the peers a joining pod learned; None if told to stop meanwhile."""
+    if not settings.join_via_urls:
+        return settings
+    log.info("pod added after the bootstrap: asking the members whether %s is one of them",
+             settings.node_id)
+    peers = await await_membership(settings.node_id, settings.raft_advertise,
+                                   settings.join_via_urls, stop_requested)
+    return None if peers is None else dataclasses.replace(settings, peers=peers)
+
+
 async def _serve_until_signal(settings: NodeSettings) -> int:
-    # Built inside the loop: the Raft node may bind loop-affine objects when constructed.
-    node = BrokerNode(settings)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
 
@@ -224,6 +248,12 @@ async def _serve_until_signal(settings: NodeSettings) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    joined = await _joined(settings, stop_requested)
+    if joined is None:
+        log.info("stopped before joining")
+        return 0
+    # Built inside the loop: the Raft node may bind loop-affine objects when constructed.
+    node = BrokerNode(joined)
     try:
         await node.start()
     except (NodeStartError, OSError) as exc:

@@ -17,6 +17,7 @@ __all__ = [
     "CANNOT_REMOVE_LEADER",
     "CONNECTION_ERROR",
     "DECODE_ERROR",
+    "DRAINING",
     "EXCHANGE_NOT_FOUND",
     "GROUP_NOT_FOUND",
     "INDEFINITE_CODES",
@@ -118,6 +119,8 @@ NODE_STOPPED = "node_stopped"
 # A leader-only operation (membership, leadership transfer) sent to another node: `leader` says
 # where to send it.
 NOT_LEADER = "not_leader"
+# The node is shutting down (a Kubernetes preStop drain): send new work to another node.
+DRAINING = "draining"
 # A read with min_applied_index that this replica did not reach in time (nothing happened).
 NOT_CAUGHT_UP = "not_caught_up"
 # 500: a server bug
@@ -166,6 +169,7 @@ STATUS_BY_CODE: dict[str, int] = {
     LEADERSHIP_LOST: 503,
     NODE_STOPPED: 503,
     NOT_LEADER: 503,
+    DRAINING: 503,
     NOT_CAUGHT_UP: 503,
     INTERNAL_ERROR: 500,
     DECODE_ERROR: 500,

@@ -66,7 +66,7 @@ def test_policy_rejects_nonsense(kwargs: dict[str, float]) -> None:
 
 
 @pytest.mark.parametrize("code", [
-    errors.NO_LEADER, errors.CONNECTION_ERROR, errors.NOT_READY, errors.OVERLOADED,
+    errors.NO_LEADER, errors.CONNECTION_ERROR, errors.NOT_READY, errors.DRAINING, errors.OVERLOADED,
     errors.TOO_MANY_WAITERS, errors.NOT_CAUGHT_UP, errors.PROPOSAL_REJECTED, errors.NODE_STOPPED,
 ])
 @pytest.mark.parametrize("idempotent", [True, False])
@@ -133,7 +133,7 @@ def test_an_indefinite_non_idempotent_outcome_is_never_retried_whatever_the_time
 
 
 @pytest.mark.parametrize("code", [
-    errors.CONNECTION_ERROR, errors.TIMEOUT, errors.NODE_STOPPED, errors.NOT_READY,
+    errors.CONNECTION_ERROR, errors.TIMEOUT, errors.NODE_STOPPED, errors.NOT_READY, errors.DRAINING,
     errors.NOT_CAUGHT_UP, errors.NO_LEADER, errors.LEADERSHIP_LOST, errors.PROPOSAL_REJECTED,
 ])
 def test_unreachable_or_not_leading_nodes_are_switched(code: str) -> None:
