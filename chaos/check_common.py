@@ -19,12 +19,13 @@ __all__ = [
     "Findings",
     "Placed",
     "fault_windows",
+    "lost_kind",
     "order_inversions",
 ]
 
 # Which anomaly kinds each checker reports; the report's table follows this order.
 CHECKERS: Mapping[str, tuple[str, ...]] = {
-    "lost": ("lost", "expired_unobserved"),
+    "lost": ("lost", "undrained", "expired_unobserved"),
     "unexpected": ("unexpected",),
     "duplicated": ("duplicated", "delivery_count_regressed", "duplicate_unidempotent",
                    "late_delivery"),
@@ -36,10 +37,17 @@ CHECKERS: Mapping[str, tuple[str, ...]] = {
     "stall": ("stall",),
 }
 VIOLATION_KINDS = frozenset({
-    "lost", "unexpected", "duplicated", "delivery_count_regressed", "failed_but_stored", "order",
+    "lost", "undrained", "unexpected", "duplicated", "delivery_count_regressed", "failed_but_stored", "order",
     "divergent_read", "replicas_differ", "dead_letter_accounting", "unsettled",
 })
 INFO_KINDS = frozenset(kind for kinds in CHECKERS.values() for kind in kinds) - VIOLATION_KINDS
+
+
+def lost_kind(drain_complete: bool | None) -> str:
+    """A confirmed message that never arrived is lost, unless the drain for its target ended
+    incomplete: then it may still be queued behind a backlog, which is a failure of the run
+    (it could not drain) but not proof of loss."""
+    return "undrained" if drain_complete is False else "lost"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from raftmq.chaos.check_common import Findings, Placed, order_inversions
+from raftmq.chaos.check_common import Findings, Placed, lost_kind, order_inversions
 from raftmq.chaos.check_model import Delivery, HistoryModel, Publish, Settle
 
 __all__ = ["check_queues"]
@@ -182,9 +182,11 @@ def _check_lost(index: _QueueIndex, findings: Findings) -> None:
             if spec is not None and spec.message_ttl_ms is not None and spec.dead_letter_queue is None:
                 maybe_expired.append((publish.done_time_ms, publish.done_index, f"{target}/{publish.id}"))
                 continue
-            findings.add("lost", f"{publish.id!r} published ok but never delivered from queue {target}",
+            drained = model.drained("queue", target)
+            findings.add(lost_kind(drained),
+                         f"{publish.id!r} published ok but never delivered from queue {target}",
                          {"id": publish.id, "queue": target, "producer": publish.producer,
-                          "ok_index": publish.done_index, "drain_complete": model.drained("queue", target)},
+                          "ok_index": publish.done_index, "drain_complete": drained},
                          publish.done_time_ms, publish.done_index)
     findings.add_summary("expired_unobserved",
                          "messages never delivered from a queue with a TTL and no dead-letter queue "

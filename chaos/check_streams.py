@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from raftmq.chaos.check_common import Findings, Placed, order_inversions
+from raftmq.chaos.check_common import Findings, Placed, lost_kind, order_inversions
 from raftmq.chaos.check_model import HistoryModel, Publish
 
 __all__ = ["check_streams"]
@@ -109,7 +109,8 @@ def _check_lost(model: HistoryModel, positions: dict[tuple[str, str], _Claim], f
             if (stream, publish.id) in read_ids:
                 continue
             claim = positions.get((stream, publish.id))
-            findings.add("lost", f"{publish.id!r} published ok but never read from stream {stream}",
+            findings.add(lost_kind(model.drained("stream", stream)),
+                         f"{publish.id!r} published ok but never read from stream {stream}",
                          {"id": publish.id, "stream": stream, "producer": publish.producer,
                           "ok_index": publish.done_index,
                           "position": None if claim is None else [claim.partition, claim.offset],

@@ -375,3 +375,14 @@ def test_an_ack_of_unknown_outcome_may_have_settled_the_message() -> None:
     failed.ack("q", "m1", 1, "fail")
     failed.drain(queue="q")
     assert violation_kinds(check(failed.ops)) == {"unsettled"}
+
+
+def test_never_delivered_after_an_incomplete_drain_is_undrained_not_lost() -> None:
+    """A backlog the drain could not finish is a failed run, but not proof of loss."""
+    history = HistoryBuilder()
+    history.publish("m1")
+    history.drain(queue="q", complete=False)
+    result = check(history.ops)
+    [undrained] = result.violations
+    assert undrained.kind == "undrained" and undrained.details["drain_complete"] is False
+    assert result.counts["lost"] == 0 and not result.valid
