@@ -18,12 +18,14 @@ from typing import Any
 from raftmq.chaos.history import HistoryWriter
 from raftmq.chaos.launcher import ChaosCluster, LauncherError
 from raftmq.chaos.schedule import FaultStep
+from raftmq.client import RaftMQError, errors
 
 __all__ = ["Nemesis"]
 
 NEMESIS = "nemesis"
 _LEADER_WAIT_S = 30.0
-_AFTERMATH_S = 3.0  # how long the leader is watched after a paused node wakes up
+_AFTERMATH_S = 3.0
+_REMOVE_ATTEMPTS = 5  # how long the leader is watched after a paused node wakes up
 
 
 class Nemesis:
@@ -194,11 +196,9 @@ class Nemesis:
     async def _membership(self, rng: random.Random, hold_s: float, fault: str) -> Outcome:
         if self._member_changes is None:
             raise LauncherError("membership changes need a client (MemberChanges)")
-        leader = await self._leader()
-        target = rng.choice(self._followers(leader))
+        target = await self._remove_a_follower(rng, self._member_changes)
         node = self._cluster.nodes[target]
         members = sorted(self._cluster.nodes)
-        await self._member_changes.remove(target)
         await asyncio.to_thread(self._cluster.kill, target)
         await asyncio.to_thread(self._cluster.wipe, target)
         self._event("start", fault, [target], {"removed": target})
@@ -207,6 +207,21 @@ class Nemesis:
         await asyncio.to_thread(self._cluster.start_node, target, members)
         self._event("stop", fault, [target], {"added": target})
         return [target], {"removed_and_added": target}
+
+    async def _remove_a_follower(self, rng: random.Random, changes: MemberChanges) -> str:
+        """Remove a follower. Leadership can move between choosing it and removing it, and
+        the broker refuses to remove its leader: then choose again."""
+        for _ in range(_REMOVE_ATTEMPTS):
+            leader = await self._leader()
+            target = rng.choice(self._followers(leader))
+            try:
+                await changes.remove(target)
+            except RaftMQError as error:
+                if error.code != errors.CANNOT_REMOVE_LEADER:
+                    raise
+                continue
+            return target
+        raise LauncherError(f"no follower could be removed in {_REMOVE_ATTEMPTS} attempts")
 
 
 Outcome = tuple[list[str], dict[str, Any]]

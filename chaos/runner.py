@@ -121,9 +121,11 @@ async def _drive(options: RunOptions, cluster: ChaosCluster, writer: HistoryWrit
         finally:
             stop.set()
             await asyncio.gather(faults, *runs, return_exceptions=True)
-        for task in (faults, *runs):
-            if task.exception() is not None:
-                raise RuntimeError(f"{task.get_name()} failed") from task.exception()
+        failed = [task for task in (faults, *runs) if task.exception() is not None]
+        if failed:
+            # Stop the workloads' producers and consumers before the history closes.
+            await asyncio.gather(*(w.close() for w in workloads), return_exceptions=True)
+            raise RuntimeError(f"{failed[0].get_name()} failed") from failed[0].exception()
         say("faults over: healing")
         await asyncio.to_thread(_heal, cluster)
         say("draining")
