@@ -107,7 +107,13 @@ def _remove_namespace(namespace: str) -> None:
 
 def _remove_link(link: str) -> None:
     if link in _links():
-        _run(["ip", "link", "del", "dev", link])
+        try:
+            _run(["ip", "link", "del", "dev", link])
+        except NetworkError:
+            # Deleting a namespace takes its veth peer down with it, a moment later: the link
+            # may go between the listing and the delete. Gone is what we wanted.
+            if link in _links():
+                raise
 
 
 def _process_start_ticks(pid: int) -> int | None:
